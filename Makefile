@@ -1,0 +1,96 @@
+# anvil — one build for the core library, the tools, tests, fuzzers and benches.
+#   make            build libanvil.a and every tool into bin/
+#   make test       unit suites (Criterion) + CLI golden tests; ends with "N passed, N failed"
+#   make SAN=1 test the same under ASan+UBSan (objects in build-san/, tools in build-san/bin/)
+#   make demo       convert the bundled stories260K to GGUF and show `anvil info`
+#   make bench      conversion throughput vs cp, info latency (docs/BENCHMARKS.md)
+#   make fuzz       libFuzzer targets, FUZZ_SECONDS each (clang)
+#   PORTABLE=1      no -march=native
+
+CC      ?= cc
+PREFIX  ?= /usr/local
+ARCH    := $(if $(PORTABLE),-mavx2 -mf16c -mfma,-march=native)
+CFLAGS  ?= -O2 -g
+CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -fopenmp $(ARCH) -Icore -MMD -MP
+LDLIBS  := -ljansson -lm -fopenmp
+
+ifeq ($(SAN),1)
+  BUILD   := build-san
+  BIN     := build-san/bin
+  CFLAGS  += -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+  LDFLAGS += -fsanitize=address,undefined
+else
+  BUILD   := build
+  BIN     := bin
+endif
+
+TOOLS      := convert info
+CORE_SRC   := $(wildcard core/*.c)
+CORE_OBJ   := $(CORE_SRC:%.c=$(BUILD)/%.o)
+LIB        := $(BUILD)/libanvil.a
+TEST_SRC   := $(wildcard tests/test_*.c)
+TEST_BIN   := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
+TOOL_BINS  := $(BIN)/anvil $(TOOLS:%=$(BIN)/anvil-%)
+FUZZ_SRC   := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_SECONDS ?= 60
+
+.PHONY: all test demo bench fuzz install clean tools tests
+all: $(TOOL_BINS)
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(LIB): $(CORE_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BIN)/anvil: $(BUILD)/anvil.o
+	@mkdir -p $(BIN)
+	$(CC) $(LDFLAGS) $^ -o $@ $(LDLIBS)
+
+# each tool: every .c in its folder, linked against the core library
+define TOOL_RULE
+$(BIN)/anvil-$(1): $(patsubst %.c,$(BUILD)/%.o,$(wildcard $(1)/*.c)) $(LIB)
+	@mkdir -p $(BIN)
+	$$(CC) $$(LDFLAGS) $$^ -o $$@ $$(LDLIBS)
+endef
+$(foreach t,$(TOOLS),$(eval $(call TOOL_RULE,$(t))))
+
+$(BUILD)/tests/test_%: tests/test_%.c tests/testutil.h $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Itests $< -o $@ $(LIB) $(LDFLAGS) $(LDLIBS) $(shell pkg-config --libs criterion)
+
+tests: $(TEST_BIN)
+
+test: all $(TEST_BIN)
+	@ANVIL_BIN=$(abspath $(BIN)) BUILD=$(BUILD) bash tests/run.sh $(TEST_BIN)
+
+demo: all
+	@bash scripts/demo.sh $(BIN)
+
+bench: all
+	@bash scripts/bench.sh $(BIN)
+
+# libFuzzer: clang, ASan+UBSan, one binary per target, corpus in tests/fuzz/corpus/<target>
+fuzz:
+	@mkdir -p build-fuzz
+	@set -e; for f in $(FUZZ_SRC); do n=$$(basename $$f .c); \
+	  clang -std=c11 -D_GNU_SOURCE -O1 -g -fsanitize=fuzzer,address,undefined -Icore \
+	    $$f $(CORE_SRC) -o build-fuzz/$$n -ljansson -lm; \
+	  mkdir -p build-fuzz/corpus-$$n; cp -n tests/fuzz/corpus/$${n#fuzz_}/* build-fuzz/corpus-$$n/ 2>/dev/null || true; \
+	  echo "== $$n for $(FUZZ_SECONDS)s"; \
+	  ./build-fuzz/$$n -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 -max_len=65536 \
+	    build-fuzz/corpus-$$n 2>&1 | grep -E '^(#[0-9]+ +DONE|Done|==[0-9]+==ERROR|SUMMARY)' ; \
+	done
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include/anvil
+	install -m 755 $(TOOL_BINS) $(DESTDIR)$(PREFIX)/bin/
+	install -m 644 $(LIB) $(DESTDIR)$(PREFIX)/lib/
+	install -m 644 core/*.h $(DESTDIR)$(PREFIX)/include/anvil/
+
+clean:
+	rm -rf build build-san build-fuzz bin
+
+-include $(CORE_OBJ:.o=.d) $(wildcard $(BUILD)/*/*.d)
