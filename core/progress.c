@@ -37,12 +37,16 @@ static void draw(av_bar *b, uint64_t done) {
     fflush(b->f);
 }
 
+/* Work shorter than this shows nothing: a bar that flashes is noise. */
+#define QUIET_SECONDS 1.0
+
 void av_bar_update(void *bar, uint64_t done, uint64_t total) {
     av_bar *b = bar;
     if (!b || !b->f) return;
     if (total) b->total = total;
+    double t = av_now();
+    if (t - b->t0 < QUIET_SECONDS) return;
     if (b->tty) {
-        double t = av_now();
         if (t - b->last_draw < 0.1 && done < b->total) return;
         b->last_draw = t;
         draw(b, done);
@@ -50,6 +54,7 @@ void av_bar_update(void *bar, uint64_t done, uint64_t total) {
         int q = b->total ? (int)(done * 4 / b->total) : 4;
         if (q > b->last_quarter && q < 4) {
             b->last_quarter = q;
+            b->last_draw = t;
             draw(b, done);
         }
     }
@@ -57,6 +62,7 @@ void av_bar_update(void *bar, uint64_t done, uint64_t total) {
 
 void av_bar_done(av_bar *b) {
     if (!b || !b->f) return;
+    if (!b->last_draw && !b->last_quarter) return; /* nothing shown: stay quiet */
     draw(b, b->total);
     if (b->tty) fputc('\n', b->f);
 }

@@ -2,7 +2,8 @@
  *
  * Core does not print on its own: the tool hands a FILE (normally stderr).
  * On a TTY the bar redraws in place (at most 10 times a second); otherwise it
- * prints a plain line at each quarter, so logs stay short. */
+ * prints a plain line at each quarter, so logs stay short. Work that ends
+ * within a second prints nothing. */
 #ifndef AV_PROGRESS_H
 #define AV_PROGRESS_H
 

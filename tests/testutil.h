@@ -34,6 +34,7 @@ static inline const char *tmp_path(const char *suffix) {
 
 /* Whole file into a malloc'd buffer (NULL on failure). */
 static inline unsigned char *slurp(const char *path, size_t *len) {
+    if (len) *len = 0;
     FILE *f = fopen(path, "rb");
     if (!f) return NULL;
     fseek(f, 0, SEEK_END);
