@@ -115,23 +115,45 @@ int av_out_open(const char *path, av_out **out, av_err *err) {
     return 0;
 }
 
+static int write_all(av_out *o, const uint8_t *p, size_t n, uint64_t at, av_err *err);
+
 static int flush_buf(av_out *o, av_err *err) {
+    int rc = write_all(o, o->buf, o->buf_len, o->pos - o->buf_len, err);
+    o->buf_len = 0;
+    return rc;
+}
+
+/* Ask the kernel to start writing back what is already written, so the
+ * final fsync waits for less (outputs are GBs; fsync is most of the time). */
+#define WRITEBACK_STEP (16u << 20)
+
+static int write_all(av_out *o, const uint8_t *p, size_t n, uint64_t at, av_err *err) {
     size_t off = 0;
-    while (off < o->buf_len) {
-        ssize_t w = write(o->fd, o->buf + off, o->buf_len - off);
+    while (off < n) {
+        ssize_t w = write(o->fd, p + off, n - off);
         if (w < 0) {
             if (errno == EINTR) continue;
             return av_errf(err, AV_EIO, "%s: write failed at offset %llu: %s", o->path,
-                           (unsigned long long)(o->pos - o->buf_len + off), strerror(errno));
+                           (unsigned long long)(at + off), strerror(errno));
         }
         off += (size_t)w;
     }
-    o->buf_len = 0;
+    uint64_t end = at + n;
+    if (end / WRITEBACK_STEP != at / WRITEBACK_STEP)
+        sync_file_range(o->fd, 0, 0, SYNC_FILE_RANGE_WRITE); /* advisory: errors surface at fsync */
     return 0;
 }
 
 int av_out_write(av_out *o, const void *p, size_t n, av_err *err) {
     const uint8_t *s = p;
+    if (n >= o->buf_cap) { /* large block: skip the copy through the buffer */
+        int rc = flush_buf(o, err);
+        if (rc) return rc;
+        rc = write_all(o, s, n, o->pos, err);
+        if (rc) return rc;
+        o->pos += n;
+        return 0;
+    }
     while (n) {
         size_t k = o->buf_cap - o->buf_len;
         if (k > n) k = n;

@@ -41,6 +41,9 @@ int av_can_convert(av_dtype st, av_dtype dt) {
 }
 
 #define CONV_CHUNK 16384 /* elements per f32 scratch row: fits L2 */
+/* Below this many chunks (16 M elements) one thread keeps up with memory and
+ * the disk; waking a team per 4 MiB writer chunk only adds spinning. */
+#define CONV_PAR_MIN_CHUNKS 1024
 
 int av_convert(const void *src, av_dtype st, void *dst, av_dtype dt, int64_t n, av_err *err) {
     const av_dtype_traits *a = av_dtype_traits_of(st), *b = av_dtype_traits_of(dt);
@@ -61,7 +64,7 @@ int av_convert(const void *src, av_dtype st, void *dst, av_dtype dt, int64_t n, 
     int failed = 0;
     /* Direct kernels for the common paths avoid the f32 scratch copy. */
     if (st == AV_F32 && (dt == AV_F16 || dt == AV_BF16)) {
-        #pragma omp parallel for schedule(static) if (nchunks > 4)
+        #pragma omp parallel for schedule(static) if (nchunks >= CONV_PAR_MIN_CHUNKS)
         for (int64_t c = 0; c < nchunks; c++) {
             int64_t i0 = c * CONV_CHUNK, k = n - i0 < CONV_CHUNK ? n - i0 : CONV_CHUNK;
             b->from_float((const float *)src + i0, (uint16_t *)dst + i0, k);
@@ -69,14 +72,14 @@ int av_convert(const void *src, av_dtype st, void *dst, av_dtype dt, int64_t n, 
         return 0;
     }
     if (dt == AV_F32) {
-        #pragma omp parallel for schedule(static) if (nchunks > 4)
+        #pragma omp parallel for schedule(static) if (nchunks >= CONV_PAR_MIN_CHUNKS)
         for (int64_t c = 0; c < nchunks; c++) {
             int64_t i0 = c * CONV_CHUNK, k = n - i0 < CONV_CHUNK ? n - i0 : CONV_CHUNK;
             a->to_float((const uint8_t *)src + (size_t)(i0 / a->block_size) * a->type_size, (float *)dst + i0, k);
         }
         return 0;
     }
-    #pragma omp parallel if (nchunks > 4)
+    #pragma omp parallel if (nchunks >= CONV_PAR_MIN_CHUNKS)
     {
         float *tmp = malloc(CONV_CHUNK * sizeof(float));
         if (!tmp) {
