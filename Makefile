@@ -76,7 +76,7 @@ bench: all
 fuzz:
 	@mkdir -p build-fuzz
 	@set -e; for f in $(FUZZ_SRC); do n=$$(basename $$f .c); \
-	  clang -std=c11 -D_GNU_SOURCE -O1 -g -fsanitize=fuzzer,address,undefined -Icore \
+	  clang -std=c11 -D_GNU_SOURCE -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -Icore \
 	    $$f $(CORE_SRC) -o build-fuzz/$$n -ljansson -lpcre2-8 -lm; \
 	  mkdir -p build-fuzz/corpus-$$n; cp -n tests/fuzz/corpus/$${n#fuzz_}/* build-fuzz/corpus-$$n/ 2>/dev/null || true; \
 	  echo "== $$n for $(FUZZ_SECONDS)s"; \

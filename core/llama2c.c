@@ -20,10 +20,10 @@ int l2c_read_config(const void *buf, size_t size, const char *name, l2c_config *
     memcpy(h, buf, sizeof h);
     static const char *const field[7] = { "dim", "hidden_dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size", "seq_len" };
     for (int i = 0; i < 7; i++) {
-        int32_t v = i == 5 && h[i] < 0 ? -h[i] : h[i];
+        int64_t v = i == 5 && h[i] < 0 ? -(int64_t)h[i] : h[i]; /* int64: -INT32_MIN overflows int32 */
         if (v <= 0 || v > L2C_MAX_DIM)
             return av_errf(err, AV_EFORMAT, "%s: header field %s = %d at offset %d is out of range (1..%d)",
-                           name, field[i], h[i], i * 4, L2C_MAX_DIM);
+                           name, field[i], (int)h[i], i * 4, L2C_MAX_DIM);
     }
     cfg->dim = h[0]; cfg->hidden_dim = h[1]; cfg->n_layers = h[2]; cfg->n_heads = h[3];
     cfg->n_kv_heads = h[4]; cfg->shared_classifier = h[5] > 0;

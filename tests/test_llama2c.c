@@ -122,9 +122,9 @@ Test(llama2c, malformed_checkpoints) {
     memcpy(q, p, n);
     memset(q + n, 0, 4);
     expect_cfg_error(q, n + 4, "trailing data");
-    int32_t bad[] = { 0, -5, 1 << 30 };
+    int32_t bad[] = { 0, -5, 1 << 30, INT32_MIN }; /* INT32_MIN: found by fuzz_llama2c (negation overflow) */
     for (int field = 0; field < 7; field++)
-        for (size_t k = 0; k < 3; k++) {
+        for (size_t k = 0; k < 4; k++) {
             memcpy(q, p, 28);
             if (field == 5 && bad[k] == -5) continue; /* negative vocab = untied classifier: legal */
             memcpy(q + field * 4, &bad[k], 4);
