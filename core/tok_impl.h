@@ -34,12 +34,32 @@ struct tok {
      * UNKNOWN types, as llama.cpp), longest first */
     int32_t *special;
     size_t n_special;
+
+    /* added by tok.c (derived state; loaders need not fill them) */
+    uint32_t *attr;            /* [n_vocab] llama.cpp token attributes TOK_ATTR_*, built by tok_finish
+                                * from types + llama.cpp's by-text rules; tok_from_kv adds LSTRIP/RSTRIP */
+    int32_t max_token_len;     /* longest token text in bytes (tok_finish) */
+    int add_sep;               /* WPM: append SEP with add_special (tokenizer.ggml.add_sep_token) */
+    int clean_spaces;          /* decode: llama.cpp's clean_spaces (" ," -> ",", ...) */
+    int ignore_merges;         /* BPE: a pre-token that is itself a token is emitted whole (llama3) */
+    int rank_merge;            /* BPE (tiktoken): no merges table; a pair's rank is the id of its
+                                * concatenation when that is a NORMAL token (tok_load_tiktoken) */
 };
+
+/* llama.cpp llama_token_attr bits (tok->attr) */
+enum { TOK_ATTR_UNDEFINED = 0, TOK_ATTR_UNKNOWN = 1 << 0, TOK_ATTR_UNUSED = 1 << 1, TOK_ATTR_NORMAL = 1 << 2,
+       TOK_ATTR_CONTROL = 1 << 3, TOK_ATTR_USER_DEFINED = 1 << 4, TOK_ATTR_BYTE = 1 << 5,
+       TOK_ATTR_NORMALIZED = 1 << 6, TOK_ATTR_LSTRIP = 1 << 7, TOK_ATTR_RSTRIP = 1 << 8,
+       TOK_ATTR_SINGLE_WORD = 1 << 9 };
 
 /* Allocate an empty tok (all ids -1, byte_tok -1). NULL if out of memory. */
 tok *tok_alloc(void);
 /* After text/scores/types are filled: build text_to_id, byte_tok, special list. */
 int tok_finish(tok *t, const char *name, av_err *err);
+/* llama.cpp's per-kind defaults for add_bos/add_eos/add_sep/add_space_prefix/
+ * clean_spaces/ignore_merges and default special ids, from t->kind and t->pre_name
+ * (call before reading overrides; ids >= n_vocab are dropped by tok_finish). */
+void tok_defaults(tok *t);
 
 /* Per-kind encoders of one fragment of plain text (no special tokens inside).
  * Append ids to *ids (capacity *cap, length *n; realloc as needed). */
@@ -62,5 +82,14 @@ int tok_pre_new_patterns(const char *const *patterns, size_t n, tok_pre **out, a
 void tok_pre_free(tok_pre *p);
 typedef int (*tok_piece_fn)(void *ud, const char *s, size_t n);
 int tok_pre_split(const tok_pre *p, const char *s, size_t n, tok_piece_fn fn, void *ud);
+
+/* Loaders of other formats (tok_hfjson.c, tok_tiktoken.c). */
+int tok_load_hfjson(const char *path, tok **out, av_err *err);
+/* tokenizer.json held in memory (len bytes); name is used in messages. */
+int tok_load_hfjson_mem(const char *buf, size_t len, const char *name, tok **out, av_err *err);
+/* tokenizer.json text -> GGUF tokenizer.ggml.* keys added to kv (as convert_hf_to_gguf).
+ * Errors: AV_EFORMAT, AV_EUNSUPPORTED (also for regexes no llama.cpp pre type names). */
+int tok_hfjson_to_kv(const char *buf, size_t len, const char *name, av_kvs *kv, av_err *err);
+int tok_load_tiktoken(const char *path, tok **out, av_err *err);
 
 #endif
