@@ -24,7 +24,7 @@ else
   BIN     := bin
 endif
 
-TOOLS      := convert info
+TOOLS      := convert info tokenizer
 CORE_SRC   := $(wildcard core/*.c)
 CORE_OBJ   := $(CORE_SRC:%.c=$(BUILD)/%.o)
 LIB        := $(BUILD)/libanvil.a

@@ -11,23 +11,35 @@ PKGS=(
   libopenmpi-dev openmpi-bin                             # multi-node training
   python3 python3-numpy                                  # fixture generators only, never at runtime
   xz-utils zstd                                          # unpacking peers' tools, dataset tooling
+  sentencepiece                                          # spm_train: tokenizer training peer (make bench)
 )
 
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
 done
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+export DEBIAN_FRONTEND=noninteractive
 if [ ${#missing[@]} -eq 0 ]; then
   echo "deps.sh: all ${#PKGS[@]} packages present"
-  exit 0
+else
+  if [ -n "$SUDO" ] && ! command -v sudo >/dev/null; then
+    echo "deps.sh: need root or sudo to install: ${missing[*]}" >&2; exit 1
+  fi
+  echo "deps.sh: installing ${missing[*]}"
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
-SUDO=""
-if [ "$(id -u)" -ne 0 ]; then
-  command -v sudo >/dev/null || { echo "deps.sh: need root or sudo to install: ${missing[*]}" >&2; exit 1; }
-  SUDO="sudo"
+# npm peers for parity tests and benches (HF tokenizers, tiktoken), in a cache
+# folder outside the repo; tests find it through ANVIL_NODE_DIR.
+NODE_DIR=${ANVIL_NODE_DIR:-$HOME/.cache/anvil/node}
+if ! command -v npm >/dev/null; then
+  $SUDO apt-get install -y -qq --no-install-recommends nodejs npm
 fi
-echo "deps.sh: installing ${missing[*]}"
-export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -qq
-$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+if [ ! -d "$NODE_DIR/node_modules/tokenizers" ] || [ ! -d "$NODE_DIR/node_modules/tiktoken" ]; then
+  echo "deps.sh: installing npm tokenizers, tiktoken into $NODE_DIR"
+  mkdir -p "$NODE_DIR"
+  (cd "$NODE_DIR" && npm install --no-audit --no-fund --silent tokenizers@0.23.2 tiktoken@1.0.22)
+fi
