@@ -11,7 +11,7 @@
 static const struct { const char *name, *what; } TOOLS[] = {
     { "convert", "convert between GGUF, safetensors and llama2.c formats" },
     { "info", "describe a model file: metadata, tensors, parameter count" },
-    { "tokenizer", "train BPE tokenizers; encode/decode text (not built yet)" },
+    { "tokenizer", "encode/decode text with any vocabulary; train byte-level BPE" },
     { "train", "pretrain or LoRA-fine-tune Llama models (not built yet)" },
     { "quantize", "quantize models as llama.cpp does (not built yet)" },
     { "eval", "perplexity, KLD and top-1 agreement as a CI gate (not built yet)" },

@@ -16,7 +16,8 @@ struct tok {
     tok_kind kind;
     int32_t n_vocab;
     av_str *text;         /* [n_vocab] token text as stored: SPM with U+2581, BPE in GPT-2
-                           * byte->unicode form, WPM with "##" continuation prefix */
+                           * byte->unicode form, WPM as llama.cpp's GGUF: word starts with
+                           * U+2581, continuations bare (no "##") */
     float *scores;        /* [n_vocab] or NULL */
     int32_t *types;       /* [n_vocab] TOK_TYPE_*, never NULL (NORMAL by default) */
     av_strmap text_to_id; /* stored text -> id */
