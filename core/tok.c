@@ -651,12 +651,7 @@ done:
 
 /* ---- decode --------------------------------------------------------------------- */
 
-typedef struct sbuf {
-    char *s;
-    size_t n, cap;
-} sbuf;
-
-static int sb_add(sbuf *b, const char *p, size_t n) {
+int tok_buf_add(tok_buf *b, const char *p, size_t n) {
     if (b->n + n + 1 > b->cap) {
         size_t nc = b->cap ? b->cap : 64;
         while (nc < b->n + n + 1) nc *= 2;
@@ -675,19 +670,19 @@ static int hexval(char c) {
 }
 
 /* llama.cpp's token_to_piece (with its special=true cache) for one token */
-static int piece(const tok *t, int32_t id, int special, int lstrip, sbuf *b) {
+static int piece(const tok *t, int32_t id, int special, int lstrip, tok_buf *b) {
     uint32_t attr = t->attr[id];
     if (!special && (attr & (TOK_ATTR_UNKNOWN | TOK_ATTR_CONTROL))) return 0;
     const char *s = t->text[id].s;
     size_t n = t->text[id].len, start = b->n;
     int rc = 0;
     if (attr & (TOK_ATTR_UNKNOWN | TOK_ATTR_CONTROL | TOK_ATTR_USER_DEFINED)) {
-        rc = sb_add(b, s, n);
+        rc = tok_buf_add(b, s, n);
     } else if (attr & TOK_ATTR_NORMAL) {
         if (t->kind != TOK_BPE) { /* U+2581 -> ' ' */
             for (size_t k = 0; k < n && !rc;) {
-                if (n - k >= 3 && !memcmp(s + k, "\xe2\x96\x81", 3)) rc = sb_add(b, " ", 1), k += 3;
-                else rc = sb_add(b, s + k, 1), k++;
+                if (n - k >= 3 && !memcmp(s + k, "\xe2\x96\x81", 3)) rc = tok_buf_add(b, " ", 1), k += 3;
+                else rc = tok_buf_add(b, s + k, 1), k++;
             }
         } else { /* GPT-2 chars -> bytes */
             for (size_t k = 0; k < n && !rc;) {
@@ -697,26 +692,26 @@ static int piece(const tok *t, int32_t id, int special, int lstrip, sbuf *b) {
                 int byte = tok_cp_to_byte(cp);
                 if (byte >= 0) {
                     char c = (char)byte;
-                    rc = sb_add(b, &c, 1);
+                    rc = tok_buf_add(b, &c, 1);
                 } else { /* llama_decode_text: "[UNK_BYTE_0x" + utf8 hex + whole text + "]" */
                     char u[4], hx[3];
                     size_t ul = av_utf8_put(cp, u);
                     (void)k0;
-                    rc = sb_add(b, "[UNK_BYTE_0x", 12);
+                    rc = tok_buf_add(b, "[UNK_BYTE_0x", 12);
                     for (size_t q = 0; q < ul && !rc; q++) {
                         static const char hex[] = "0123456789abcdef";
                         hx[0] = hex[(unsigned char)u[q] >> 4], hx[1] = hex[u[q] & 15];
-                        rc = sb_add(b, hx, 2);
+                        rc = tok_buf_add(b, hx, 2);
                     }
-                    if (!rc) rc = sb_add(b, s, n);
-                    if (!rc) rc = sb_add(b, "]", 1);
+                    if (!rc) rc = tok_buf_add(b, s, n);
+                    if (!rc) rc = tok_buf_add(b, "]", 1);
                 }
             }
         }
     } else if (attr & TOK_ATTR_BYTE) {
         if (t->kind == TOK_WPM || n < 5) return 0;
         char c = (char)(hexval(s[3]) << 4 | hexval(s[4]));
-        rc = sb_add(b, &c, 1);
+        rc = tok_buf_add(b, &c, 1);
     }
     if (!rc && lstrip && b->n > start && b->s[start] == ' ') { /* drop one leading space */
         memmove(b->s + start, b->s + start + 1, b->n - start - 1);
@@ -767,7 +762,7 @@ int tok_decode(const tok *t, const int32_t *ids, size_t n, int render_special, c
     for (size_t i = 0; i < n; i++)
         if (ids[i] < 0 || ids[i] >= t->n_vocab)
             return av_errf(err, AV_EINVAL, "tokenizer: id %d at position %zu is outside [0, %d)", ids[i], i, t->n_vocab);
-    sbuf b = { 0 };
+    tok_buf b = { 0 };
     int remove_space = t->add_space_prefix;
     for (size_t i = 0; i < n; i++) {
         if (piece(t, ids[i], render_special, remove_space, &b)) goto oom;

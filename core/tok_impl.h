@@ -68,6 +68,14 @@ int tok_spm_encode(const tok *t, const char *s, size_t n, int32_t **ids, size_t 
 int tok_bpe_encode(const tok *t, const char *s, size_t n, int32_t **ids, size_t *len, size_t *cap);
 int tok_wpm_encode(const tok *t, const char *s, size_t n, int32_t **ids, size_t *len, size_t *cap);
 
+/* A growable byte buffer, always with room for a terminating NUL. */
+typedef struct tok_buf {
+    char *s;
+    size_t n, cap;
+} tok_buf;
+/* Append n bytes (realloc). 0 or AV_ENOMEM. */
+int tok_buf_add(tok_buf *b, const char *p, size_t n);
+
 /* Append one id (realloc). 0 or AV_ENOMEM. */
 int tok_push(int32_t **ids, size_t *len, size_t *cap, int32_t id);
 

@@ -49,27 +49,7 @@ static int encode_word(const tok *t, const char *w, size_t n, int32_t **ids, siz
     return 0;
 }
 
-typedef struct wbuf {
-    char *s;
-    size_t n, cap;
-} wbuf;
-
-static int wb_add(wbuf *b, const char *p, size_t n) {
-    if (b->n + n > b->cap) {
-        size_t nc = b->cap ? b->cap * 2 : 64;
-        while (nc < b->n + n) nc *= 2;
-        char *q = realloc(b->s, nc);
-        if (!q) return AV_ENOMEM;
-        b->s = q;
-        b->cap = nc;
-    }
-    memcpy(b->s + b->n, p, n);
-    b->n += n;
-    return 0;
-}
-
-/* finish the current word (w holds U+2581 + word bytes; empty when n == 3) */
-static int flush(const tok *t, wbuf *w, int32_t **ids, size_t *len, size_t *cap) {
+static int flush(const tok *t, tok_buf *w, int32_t **ids, size_t *len, size_t *cap) {
     int rc = 0;
     if (w->n > 3) rc = encode_word(t, w->s, w->n, ids, len, cap);
     w->n = 3;
@@ -79,9 +59,9 @@ static int flush(const tok *t, wbuf *w, int32_t **ids, size_t *len, size_t *cap)
 int tok_wpm_encode(const tok *t, const char *s, size_t n, int32_t **ids, size_t *len, size_t *cap) {
     /* BertNormalizer options: llama.cpp defaults lowercase = strip_accents = true */
     const int lowercase = 1, strip_accents = 1;
-    wbuf w = { 0 };
+    tok_buf w = { 0 };
     int rc = AV_ENOMEM;
-    if (wb_add(&w, "\xe2\x96\x81", 3)) goto done;
+    if (tok_buf_add(&w, "\xe2\x96\x81", 3)) goto done;
     for (size_t pos = 0; pos < n;) {
         uint32_t cp;
         av_utf8_next(s, n, &pos, &cp);
@@ -96,8 +76,8 @@ int tok_wpm_encode(const tok *t, const char *s, size_t n, int32_t **ids, size_t 
         char u[4];
         size_t ul = av_utf8_put(lowercase ? av_uni_tolower(cp) : cp, u);
         if ((f & AV_UNI_PUNCTUATION) || (cp < 0x7F && (f & AV_UNI_SYMBOL)) || is_chinese(cp)) {
-            if (flush(t, &w, ids, len, cap) || wb_add(&w, u, ul) || flush(t, &w, ids, len, cap)) goto done;
-        } else if (wb_add(&w, u, ul)) {
+            if (flush(t, &w, ids, len, cap) || tok_buf_add(&w, u, ul) || flush(t, &w, ids, len, cap)) goto done;
+        } else if (tok_buf_add(&w, u, ul)) {
             goto done;
         }
     }
