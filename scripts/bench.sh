@@ -217,3 +217,6 @@ if command -v fincore >/dev/null && [ -x /usr/bin/time ]; then
 else
   echo "anvil info, cold cache: check skipped (needs util-linux fincore and GNU /usr/bin/time)"
 fi
+
+# tokenizer training and encode vs HF tokenizers, spm_train, tiktoken (docs/BENCHMARKS.md, issue 4)
+bash "$(dirname "$0")/bench_tokenizer.sh" "$BIN"
