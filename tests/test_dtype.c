@@ -474,7 +474,7 @@ Test(traits, nbytes) {
 
 /* ---------------------------------------------------------------- av_convert */
 
-#define NCONV (16384 * 5 + 4099) /* > 5 chunks of 16384: the OpenMP path runs */
+#define NCONV (16384 * 1024 + 4099) /* >= CONV_PAR_MIN_CHUNKS chunks of 16384 (core/tensor.c): the OpenMP path runs */
 
 static int cmp_bits(const void *a, const void *b, int64_t n, int es, const char *what) {
     int bad = 0;
