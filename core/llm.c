@@ -1,0 +1,404 @@
+/* llm.c — Llama-family forward pass over weights viewed in an av_model.
+ *
+ * Numerics follow llama.cpp's `llama` graph: RMSNorm (eps from metadata),
+ * RoPE NORM mode on the GGUF (Meta) weight layout, GQA with
+ * n_head/n_head_kv query heads per KV head, scale 1/sqrt(head_dim), SwiGLU.
+ * The KV cache is f32 and written in place: for a batch of n tokens the K
+ * and V projections land directly in rows [pos, pos+n) of the cache. */
+#include "llm.h"
+
+#include <math.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ops.h"
+
+struct llm_ctx {
+    const llm *l;
+    int n_ctx, n_batch;
+    float *k_cache, *v_cache; /* [n_layer][n_ctx][n_kv*hd] */
+    float *x, *xb, *q, *att;  /* [n_batch][n_embd] / [n_batch][n_head*hd] */
+    float *hg, *hu;           /* [n_batch][n_ff] */
+    float *scores;            /* [n_threads_max][n_ctx] */
+    float *wscratch;          /* widened F16/BF16 weights for sgemm, or NULL */
+    int n_scores;
+};
+
+/* ---- loading ---------------------------------------------------------- */
+
+static int need_u32(const av_model *m, const char *name, const char *key, int *out, av_err *err) {
+    uint64_t v;
+    int rc = av_kvs_get_u64(&m->kv, key, &v);
+    if (rc == AV_ENOTFOUND)
+        return av_errf(err, AV_EFORMAT, "%s: missing metadata key '%s'", name, key);
+    if (rc != 0)
+        return av_errf(err, AV_EFORMAT, "%s: metadata '%s' is not a non-negative integer", name,
+                       key);
+    if (v == 0 || v > (1u << 24))
+        return av_errf(err, AV_EFORMAT, "%s: metadata '%s' = %llu is out of range", name, key,
+                       (unsigned long long)v);
+    *out = (int)v;
+    return 0;
+}
+
+/* Tensor `tname` as an f32 vector of n, or widened into *owned_at. */
+static int get_norm(const av_model *m, const char *name, const char *tname, int64_t n,
+                    const float **out, float **owned_at, av_err *err) {
+    const av_tensor *t = av_model_find(m, tname);
+    if (!t) return av_errf(err, AV_EFORMAT, "%s: missing tensor '%s'", name, tname);
+    if (av_tensor_nelements(t) != n || t->n_dims != 1) {
+        char s[96];
+        av_shape_str(t, s, sizeof s);
+        return av_errf(err, AV_EFORMAT, "%s: tensor '%s' has shape %s, expected [%lld]", name,
+                       tname, s, (long long)n);
+    }
+    if (t->src_dtype == AV_F32) {
+        *out = t->data;
+        return 0;
+    }
+    if (t->src_dtype != AV_F16 && t->src_dtype != AV_BF16)
+        return av_errf(err, AV_EUNSUPPORTED, "%s: tensor '%s' is %s; norms must be f32/f16/bf16",
+                       name, tname, av_dtype_name(t->src_dtype));
+    float *dst = *owned_at;
+    if (t->src_dtype == AV_F16) av_f16_to_f32_row(t->data, dst, n);
+    else av_bf16_to_f32_row(t->data, dst, n);
+    *out = dst;
+    *owned_at = dst + n;
+    return 0;
+}
+
+static int get_weight(const av_model *m, const char *name, const char *tname, int64_t rows,
+                      int64_t cols, llm_weight *w, int optional, av_err *err) {
+    const av_tensor *t = av_model_find(m, tname);
+    if (!t) {
+        if (optional) return 1;
+        return av_errf(err, AV_EFORMAT, "%s: missing tensor '%s'", name, tname);
+    }
+    if (t->n_dims != 2 || t->shape[0] != rows || t->shape[1] != cols) {
+        char s[96];
+        av_shape_str(t, s, sizeof s);
+        return av_errf(err, AV_EFORMAT, "%s: tensor '%s' has shape %s, expected [%lld, %lld]",
+                       name, tname, s, (long long)rows, (long long)cols);
+    }
+    if (!ops_weight_supported(t->src_dtype))
+        return av_errf(err, AV_EUNSUPPORTED,
+                       "%s: tensor '%s' is %s; the forward pass takes f32, f16 or bf16 weights",
+                       name, tname, av_dtype_name(t->src_dtype));
+    w->data = t->data;
+    w->type = t->src_dtype;
+    w->rows = rows;
+    w->cols = cols;
+    return 0;
+}
+
+static int64_t weight_nbytes(const llm_weight *w) {
+    return w->rows * w->cols * (int64_t)av_dtype_traits_of(w->type)->type_size;
+}
+
+int llm_new(const av_model *m, const char *name, llm **out, av_err *err) {
+    *out = NULL;
+    const char *arch = NULL;
+    if (av_kvs_get_str(&m->kv, "general.architecture", &arch) != 0)
+        return av_errf(err, AV_EFORMAT, "%s: missing metadata key 'general.architecture'", name);
+    if (strcmp(arch, "llama") != 0)
+        return av_errf(err, AV_EUNSUPPORTED,
+                       "%s: architecture '%s' is not supported (only 'llama')", name, arch);
+    llm *l = calloc(1, sizeof *l);
+    if (!l) return av_errf(err, AV_ENOMEM, "%s: out of memory", name);
+    llm_hparams *hp = &l->hp;
+    int rc;
+    if ((rc = need_u32(m, name, "llama.embedding_length", &hp->n_embd, err)) ||
+        (rc = need_u32(m, name, "llama.block_count", &hp->n_layer, err)) ||
+        (rc = need_u32(m, name, "llama.attention.head_count", &hp->n_head, err)) ||
+        (rc = need_u32(m, name, "llama.feed_forward_length", &hp->n_ff, err)) ||
+        (rc = need_u32(m, name, "llama.context_length", &hp->n_ctx_train, err)))
+        goto fail;
+    hp->n_head_kv = hp->n_head;
+    if (av_kvs_find(&m->kv, "llama.attention.head_count_kv") &&
+        (rc = need_u32(m, name, "llama.attention.head_count_kv", &hp->n_head_kv, err)))
+        goto fail;
+    double d;
+    if (av_kvs_get_f64(&m->kv, "llama.attention.layer_norm_rms_epsilon", &d) != 0) {
+        rc = av_errf(err, AV_EFORMAT,
+                     "%s: missing metadata key 'llama.attention.layer_norm_rms_epsilon'", name);
+        goto fail;
+    }
+    hp->rms_eps = (float)d;
+    hp->rope_base = av_kvs_get_f64(&m->kv, "llama.rope.freq_base", &d) == 0 ? (float)d : 10000.0f;
+    hp->rope_mode = OPS_ROPE_NORM;
+    if (hp->n_embd % hp->n_head != 0 || hp->n_head % hp->n_head_kv != 0) {
+        rc = av_errf(err, AV_EFORMAT,
+                     "%s: embedding_length %d, head_count %d, head_count_kv %d do not divide", name,
+                     hp->n_embd, hp->n_head, hp->n_head_kv);
+        goto fail;
+    }
+    hp->head_dim = hp->n_embd / hp->n_head;
+    if (hp->head_dim % 2) {
+        rc = av_errf(err, AV_EFORMAT, "%s: head dimension %d is odd", name, hp->head_dim);
+        goto fail;
+    }
+    uint64_t rd;
+    if (av_kvs_get_u64(&m->kv, "llama.rope.dimension_count", &rd) == 0 &&
+        rd != (uint64_t)hp->head_dim) {
+        rc = av_errf(err, AV_EUNSUPPORTED, "%s: partial RoPE (dimension_count %llu of %d)", name,
+                     (unsigned long long)rd, hp->head_dim);
+        goto fail;
+    }
+
+    const av_tensor *te = av_model_find(m, "token_embd.weight");
+    if (!te) {
+        rc = av_errf(err, AV_EFORMAT, "%s: missing tensor 'token_embd.weight'", name);
+        goto fail;
+    }
+    if (te->n_dims != 2 || te->shape[0] < 1 || te->shape[0] > (1 << 24)) {
+        char s[96];
+        av_shape_str(te, s, sizeof s);
+        rc = av_errf(err, AV_EFORMAT, "%s: tensor 'token_embd.weight' has shape %s", name, s);
+        goto fail;
+    }
+    hp->n_vocab = (int)te->shape[0];
+    const int E = hp->n_embd, F = hp->n_ff, Q = hp->n_head * hp->head_dim,
+              KV = hp->n_head_kv * hp->head_dim, V = hp->n_vocab;
+    if ((rc = get_weight(m, name, "token_embd.weight", V, E, &l->tok_embd, 0, err))) goto fail;
+
+    /* norms stored as f16/bf16 are widened once; room for all of them */
+    l->owned_f32 = malloc(sizeof(float) * (size_t)E * (2 * (size_t)hp->n_layer + 1));
+    l->layers = calloc((size_t)hp->n_layer, sizeof *l->layers);
+    if (!l->owned_f32 || !l->layers) {
+        rc = av_errf(err, AV_ENOMEM, "%s: out of memory", name);
+        goto fail;
+    }
+    float *own = l->owned_f32;
+    if ((rc = get_norm(m, name, "output_norm.weight", E, &l->out_norm, &own, err))) goto fail;
+    rc = get_weight(m, name, "output.weight", V, E, &l->output, 1, err);
+    if (rc < 0) goto fail;
+    if (rc == 1) l->output = l->tok_embd; /* tied embeddings */
+
+    int64_t bytes = weight_nbytes(&l->output) + E * (int64_t)sizeof(float) * (2 * hp->n_layer + 1) +
+                    E * (int64_t)av_dtype_traits_of(l->tok_embd.type)->type_size;
+    for (int i = 0; i < hp->n_layer; i++) {
+        llm_layer *ly = &l->layers[i];
+        char tn[96];
+#define W(field, suffix, r, c)                                                        \
+    snprintf(tn, sizeof tn, "blk.%d." suffix ".weight", i);                           \
+    if ((rc = get_weight(m, name, tn, r, c, &ly->field, 0, err))) goto fail;          \
+    bytes += weight_nbytes(&ly->field);
+        snprintf(tn, sizeof tn, "blk.%d.attn_norm.weight", i);
+        if ((rc = get_norm(m, name, tn, E, &ly->attn_norm, &own, err))) goto fail;
+        snprintf(tn, sizeof tn, "blk.%d.ffn_norm.weight", i);
+        if ((rc = get_norm(m, name, tn, E, &ly->ffn_norm, &own, err))) goto fail;
+        W(wq, "attn_q", Q, E)
+        W(wk, "attn_k", KV, E)
+        W(wv, "attn_v", KV, E)
+        W(wo, "attn_output", E, Q)
+        W(w_gate, "ffn_gate", F, E)
+        W(w_up, "ffn_up", F, E)
+        W(w_down, "ffn_down", E, F)
+#undef W
+    }
+    l->weight_bytes = bytes;
+    *out = l;
+    return 0;
+fail:
+    llm_free(l);
+    return rc;
+}
+
+void llm_free(llm *l) {
+    if (!l) return;
+    free(l->layers);
+    free(l->owned_f32);
+    free(l);
+}
+
+/* ---- context ---------------------------------------------------------- */
+
+int llm_ctx_n_ctx(const llm_ctx *c) { return c->n_ctx; }
+
+static int threads_max(void) {
+    int n = omp_get_num_procs();
+    return n > 0 ? n : 1;
+}
+
+int llm_ctx_new(const llm *l, int n_ctx, int n_batch, llm_ctx **out, av_err *err) {
+    *out = NULL;
+    const llm_hparams *hp = &l->hp;
+    if (n_ctx < 1 || n_ctx > (1 << 24) || n_batch < 1)
+        return av_errf(err, AV_EINVAL, "context of %d tokens / batch of %d is out of range", n_ctx,
+                       n_batch);
+    if (n_batch > n_ctx) n_batch = n_ctx;
+    llm_ctx *c = calloc(1, sizeof *c);
+    if (!c) return av_errf(err, AV_ENOMEM, "out of memory");
+    c->l = l;
+    c->n_ctx = n_ctx;
+    c->n_batch = n_batch;
+    size_t kvd = (size_t)hp->n_head_kv * hp->head_dim, qd = (size_t)hp->n_head * hp->head_dim;
+    size_t cache = (size_t)hp->n_layer * n_ctx * kvd;
+    c->n_scores = threads_max();
+    c->k_cache = malloc(cache * sizeof(float));
+    c->v_cache = malloc(cache * sizeof(float));
+    c->x = malloc((size_t)n_batch * hp->n_embd * sizeof(float));
+    c->xb = malloc((size_t)n_batch * hp->n_embd * sizeof(float));
+    c->q = malloc((size_t)n_batch * qd * sizeof(float));
+    c->att = malloc((size_t)n_batch * qd * sizeof(float));
+    c->hg = malloc((size_t)n_batch * hp->n_ff * sizeof(float));
+    c->hu = malloc((size_t)n_batch * hp->n_ff * sizeof(float));
+    c->scores = malloc((size_t)c->n_scores * n_ctx * sizeof(float));
+    int ok = c->k_cache && c->v_cache && c->x && c->xb && c->q && c->att && c->hg && c->hu &&
+             c->scores;
+    /* sgemm on f16/bf16 weights widens the largest matrix into scratch */
+    int64_t wmax = 0;
+    const llm_weight *ws[] = {&l->output};
+    if (ws[0]->type != AV_F32) wmax = ws[0]->rows * ws[0]->cols;
+    for (int i = 0; i < hp->n_layer; i++) {
+        const llm_layer *ly = &l->layers[i];
+        const llm_weight *lw[] = {&ly->wq, &ly->wk, &ly->wv, &ly->wo, &ly->w_gate, &ly->w_up,
+                                  &ly->w_down};
+        for (size_t j = 0; j < sizeof lw / sizeof *lw; j++)
+            if (lw[j]->type != AV_F32 && lw[j]->rows * lw[j]->cols > wmax)
+                wmax = lw[j]->rows * lw[j]->cols;
+    }
+    if (ok && wmax > 0 && n_batch > 1) ok = (c->wscratch = malloc((size_t)wmax * sizeof(float))) != NULL;
+    if (!ok) {
+        llm_ctx_free(c);
+        return av_errf(err, AV_ENOMEM, "out of memory for a context of %d tokens", n_ctx);
+    }
+    *out = c;
+    return 0;
+}
+
+void llm_ctx_free(llm_ctx *c) {
+    if (!c) return;
+    free(c->k_cache);
+    free(c->v_cache);
+    free(c->x);
+    free(c->xb);
+    free(c->q);
+    free(c->att);
+    free(c->hg);
+    free(c->hu);
+    free(c->scores);
+    free(c->wscratch);
+    free(c);
+}
+
+int llm_ctx_copy(llm_ctx *dst, const llm_ctx *src, int n_pos, av_err *err) {
+    if (dst->l != src->l || dst->n_ctx != src->n_ctx || n_pos < 0 || n_pos > src->n_ctx)
+        return av_errf(err, AV_EINVAL, "llm_ctx_copy: contexts differ or %d positions out of range",
+                       n_pos);
+    const llm_hparams *hp = &src->l->hp;
+    size_t kvd = (size_t)hp->n_head_kv * hp->head_dim;
+    for (int i = 0; i < hp->n_layer; i++) {
+        size_t off = (size_t)i * src->n_ctx * kvd;
+        memcpy(dst->k_cache + off, src->k_cache + off, (size_t)n_pos * kvd * sizeof(float));
+        memcpy(dst->v_cache + off, src->v_cache + off, (size_t)n_pos * kvd * sizeof(float));
+    }
+    return 0;
+}
+
+/* ---- forward ---------------------------------------------------------- */
+
+/* Y [n, w->rows] = X [n, w->cols] W^T */
+static void linear(llm_ctx *c, const llm_weight *w, const float *X, float *Y, int n, int nt) {
+    if (n == 1) ops_matvec(w->type, w->data, X, Y, w->rows, w->cols, nt);
+    else ops_matmul(w->type, w->data, X, Y, n, w->rows, w->cols, c->wscratch, nt);
+}
+
+/* Causal attention of tokens [pos, pos+n) of one layer:
+ * q [n, n_head*hd] (roped), caches [n_ctx, kvd] hold [0, pos+n), out att [n, n_head*hd]. */
+static void attention(llm_ctx *c, const float *kc, const float *vc, int n, int pos, int nt) {
+    const llm_hparams *hp = &c->l->hp;
+    const int hd = hp->head_dim, kvd = hp->n_head_kv * hd, qd = hp->n_head * hd;
+    const int group = hp->n_head / hp->n_head_kv;
+    const float scale = 1.0f / sqrtf((float)hd);
+    const int jobs = n * hp->n_head;
+    /* tiny attention costs less than waking threads */
+    long work = (long)jobs * (pos + n) * hd;
+    if (nt > c->n_scores) nt = c->n_scores;
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1 && work > 32768)
+    for (int j = 0; j < jobs; j++) {
+        const int i = j / hp->n_head, h = j % hp->n_head, kvh = h / group;
+        const int len = pos + i + 1;
+        float *s = c->scores + (size_t)omp_get_thread_num() * c->n_ctx;
+        const float *qh = c->q + (size_t)i * qd + (size_t)h * hd;
+        for (int t = 0; t < len; t++)
+            s[t] = ops_dot_f32(kc + (size_t)t * kvd + (size_t)kvh * hd, qh, hd) * scale;
+        ops_softmax(s, len);
+        float *o = c->att + (size_t)i * qd + (size_t)h * hd;
+        memset(o, 0, (size_t)hd * sizeof(float));
+        for (int t = 0; t < len; t++) {
+            const float *vt = vc + (size_t)t * kvd + (size_t)kvh * hd;
+            const float p = s[t];
+            for (int e = 0; e < hd; e++) o[e] += p * vt[e];
+        }
+    }
+}
+
+int llm_eval(llm_ctx *c, const int32_t *tokens, int n, int pos, float *logits, int all_logits,
+             int n_threads, av_err *err) {
+    const llm *l = c->l;
+    const llm_hparams *hp = &l->hp;
+    if (n < 1 || n > c->n_batch)
+        return av_errf(err, AV_EINVAL, "batch of %d tokens (allowed 1..%d)", n, c->n_batch);
+    if (pos < 0 || pos + n > c->n_ctx)
+        return av_errf(err, AV_EINVAL, "positions %d..%d run past the context of %d tokens", pos,
+                       pos + n - 1, c->n_ctx);
+    for (int i = 0; i < n; i++)
+        if (tokens[i] < 0 || tokens[i] >= hp->n_vocab)
+            return av_errf(err, AV_EINVAL, "token id %d is outside the vocabulary (0..%d)",
+                           tokens[i], hp->n_vocab - 1);
+    const int nt = n_threads > 0 ? n_threads : threads_max();
+    const int E = hp->n_embd, F = hp->n_ff, hd = hp->head_dim;
+    const int qd = hp->n_head * hd, kvd = hp->n_head_kv * hd;
+
+    /* x [n, E] = embedding rows */
+    const size_t esz = av_dtype_traits_of(l->tok_embd.type)->type_size;
+    for (int i = 0; i < n; i++) {
+        const char *row = (const char *)l->tok_embd.data + (size_t)tokens[i] * E * esz;
+        float *x = c->x + (size_t)i * E;
+        if (l->tok_embd.type == AV_F32) memcpy(x, row, (size_t)E * sizeof(float));
+        else if (l->tok_embd.type == AV_F16) av_f16_to_f32_row((const uint16_t *)row, x, E);
+        else av_bf16_to_f32_row((const uint16_t *)row, x, E);
+    }
+
+    for (int li = 0; li < hp->n_layer; li++) {
+        const llm_layer *ly = &l->layers[li];
+        float *kc = c->k_cache + (size_t)li * c->n_ctx * kvd;
+        float *vc = c->v_cache + (size_t)li * c->n_ctx * kvd;
+        for (int i = 0; i < n; i++)
+            ops_rmsnorm(c->xb + (size_t)i * E, c->x + (size_t)i * E, ly->attn_norm, E, hp->rms_eps);
+        linear(c, &ly->wq, c->xb, c->q, n, nt);
+        /* K and V rows go straight into the cache rows [pos, pos+n) */
+        linear(c, &ly->wk, c->xb, kc + (size_t)pos * kvd, n, nt);
+        linear(c, &ly->wv, c->xb, vc + (size_t)pos * kvd, n, nt);
+        for (int i = 0; i < n; i++) {
+            ops_rope(c->q + (size_t)i * qd, hp->n_head, hd, pos + i, hp->rope_base, hp->rope_mode);
+            ops_rope(kc + (size_t)(pos + i) * kvd, hp->n_head_kv, hd, pos + i, hp->rope_base,
+                     hp->rope_mode);
+        }
+        attention(c, kc, vc, n, pos, nt);
+        linear(c, &ly->wo, c->att, c->xb, n, nt);
+        for (size_t k = 0; k < (size_t)n * E; k++) c->x[k] += c->xb[k];
+
+        for (int i = 0; i < n; i++)
+            ops_rmsnorm(c->xb + (size_t)i * E, c->x + (size_t)i * E, ly->ffn_norm, E, hp->rms_eps);
+        linear(c, &ly->w_gate, c->xb, c->hg, n, nt);
+        linear(c, &ly->w_up, c->xb, c->hu, n, nt);
+        ops_swiglu(c->hg, c->hu, (int64_t)n * F);
+        linear(c, &ly->w_down, c->hg, c->xb, n, nt);
+        for (size_t k = 0; k < (size_t)n * E; k++) c->x[k] += c->xb[k];
+    }
+
+    if (!logits) return 0;
+    if (all_logits) {
+        for (int i = 0; i < n; i++)
+            ops_rmsnorm(c->xb + (size_t)i * E, c->x + (size_t)i * E, l->out_norm, E, hp->rms_eps);
+        linear(c, &l->output, c->xb, logits, n, nt);
+    } else {
+        ops_rmsnorm(c->xb, c->x + (size_t)(n - 1) * E, l->out_norm, E, hp->rms_eps);
+        linear(c, &l->output, c->xb, logits, 1, nt);
+    }
+    return 0;
+}
