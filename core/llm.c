@@ -336,6 +336,89 @@ static void attention(llm_ctx *c, const float *kc, const float *vc, int n, int p
     }
 }
 
+/* Rows [r0, r1) of y = W x for thread ith of nth (row blocks of 4 keep the
+ * kernels' 4-row path). */
+static void matvec_part(const llm_weight *w, const float *x, float *y, int ith, int nth) {
+    const int64_t per = ((w->rows + nth - 1) / nth + 3) & ~(int64_t)3;
+    const int64_t r0 = (int64_t)ith * per, r1 = r0 + per < w->rows ? r0 + per : w->rows;
+    if (r0 >= r1) return;
+    const size_t rb = (size_t)w->cols * av_dtype_traits_of(w->type)->type_size;
+    ops_matvec(w->type, (const char *)w->data + (size_t)r0 * rb, x, y + r0, r1 - r0, w->cols, 1);
+}
+
+/* One token with nt > 1 threads inside a single parallel region: an OpenMP
+ * fork/join costs ~3 us on this class of machine, a barrier less, and a
+ * token of a small model needs ~40 synchronisations. x holds the embedding. */
+static void decode_team(llm_ctx *c, int pos, float *logits, int nt) {
+    const llm *l = c->l;
+    const llm_hparams *hp = &l->hp;
+    const int E = hp->n_embd, F = hp->n_ff, hd = hp->head_dim, kvd = hp->n_head_kv * hd;
+    const int group = hp->n_head / hp->n_head_kv;
+    const float scale = 1.0f / sqrtf((float)hd);
+    if (nt > c->n_scores) nt = c->n_scores;
+#pragma omp parallel num_threads(nt)
+    {
+        const int ith = omp_get_thread_num(), nth = omp_get_num_threads();
+        float *s = c->scores + (size_t)ith * c->n_ctx;
+#pragma omp single
+        ops_rmsnorm(c->xb, c->x, l->layers[0].attn_norm, E, hp->rms_eps);
+        for (int li = 0; li < hp->n_layer; li++) {
+            const llm_layer *ly = &l->layers[li];
+            float *kc = c->k_cache + (size_t)li * c->n_ctx * kvd;
+            float *vc = c->v_cache + (size_t)li * c->n_ctx * kvd;
+            matvec_part(&ly->wq, c->xb, c->q, ith, nth);
+            matvec_part(&ly->wk, c->xb, kc + (size_t)pos * kvd, ith, nth);
+            matvec_part(&ly->wv, c->xb, vc + (size_t)pos * kvd, ith, nth);
+#pragma omp barrier
+#pragma omp single
+            {
+                ops_rope(c->q, hp->n_head, hd, pos, hp->rope_base, hp->rope_mode);
+                ops_rope(kc + (size_t)pos * kvd, hp->n_head_kv, hd, pos, hp->rope_base,
+                         hp->rope_mode);
+            }
+            for (int h = ith; h < hp->n_head; h += nth) {
+                const int kvh = h / group, len = pos + 1;
+                const float *qh = c->q + (size_t)h * hd;
+                for (int t = 0; t < len; t++)
+                    s[t] = ops_dot_f32(kc + (size_t)t * kvd + (size_t)kvh * hd, qh, hd) * scale;
+                ops_softmax(s, len);
+                float *o = c->att + (size_t)h * hd;
+                memset(o, 0, (size_t)hd * sizeof(float));
+                for (int t = 0; t < len; t++) {
+                    const float *vt = vc + (size_t)t * kvd + (size_t)kvh * hd;
+                    for (int e = 0; e < hd; e++) o[e] += s[t] * vt[e];
+                }
+            }
+#pragma omp barrier
+            matvec_part(&ly->wo, c->att, c->xb, ith, nth);
+#pragma omp barrier
+#pragma omp single
+            {
+                for (int k = 0; k < E; k++) c->x[k] += c->xb[k];
+                ops_rmsnorm(c->xb, c->x, ly->ffn_norm, E, hp->rms_eps);
+            }
+            /* gate and up rows split alike, so each thread's SwiGLU needs only its rows */
+            matvec_part(&ly->w_gate, c->xb, c->hg, ith, nth);
+            matvec_part(&ly->w_up, c->xb, c->hu, ith, nth);
+            {
+                const int64_t per = ((F + nth - 1) / nth + 3) & ~(int64_t)3;
+                const int64_t r0 = (int64_t)ith * per, r1 = r0 + per < F ? r0 + per : F;
+                if (r0 < r1) ops_swiglu(c->hg + r0, c->hu + r0, r1 - r0);
+            }
+#pragma omp barrier
+            matvec_part(&ly->w_down, c->hg, c->xb, ith, nth);
+#pragma omp barrier
+#pragma omp single
+            {
+                for (int k = 0; k < E; k++) c->x[k] += c->xb[k];
+                const float *nw = li + 1 < hp->n_layer ? l->layers[li + 1].attn_norm : l->out_norm;
+                ops_rmsnorm(c->xb, c->x, nw, E, hp->rms_eps);
+            }
+        }
+        if (logits) matvec_part(&l->output, c->xb, logits, ith, nth);
+    }
+}
+
 int llm_eval(llm_ctx *c, const int32_t *tokens, int n, int pos, float *logits, int all_logits,
              int n_threads, av_err *err) {
     const llm *l = c->l;
@@ -363,6 +446,10 @@ int llm_eval(llm_ctx *c, const int32_t *tokens, int n, int pos, float *logits, i
         else av_bf16_to_f32_row((const uint16_t *)row, x, E);
     }
 
+    if (n == 1 && nt > 1) {
+        decode_team(c, pos, logits, nt);
+        return 0;
+    }
     for (int li = 0; li < hp->n_layer; li++) {
         const llm_layer *ly = &l->layers[li];
         float *kc = c->k_cache + (size_t)li * c->n_ctx * kvd;

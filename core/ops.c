@@ -433,17 +433,28 @@ void ops_matmul(av_dtype wt, const void *W, const float *X, float *Y, int64_t n,
         ops_matvec(wt, W, X, Y, rows, cols, n_threads);
         return;
     }
-    const float *Wf = W;
-    if (wt != AV_F32) {
-        if (wt == AV_F16)
-            av_f16_to_f32_row(W, scratch, rows * cols);
-        else
-            av_bf16_to_f32_row(W, scratch, rows * cols);
-        Wf = scratch;
+    /* One threading runtime only: OpenBLAS runs single-threaded inside our
+     * OpenMP threads, each on its own slice of W's rows (Y's columns).
+     * OpenBLAS's own pthreads spinning beside OpenMP's on 2 cores cost 10x. */
+    openblas_set_num_threads(1);
+    int nt = n_threads < 1 ? 1 : n_threads;
+    if ((double)n * rows * cols < 2e6) nt = 1; /* below ~1 ms of work threads don't pay */
+    const int64_t step = ((rows + nt - 1) / nt + 15) & ~(int64_t)15;
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (int64_t r0 = 0; r0 < rows; r0 += step) {
+        const int64_t nr = rows - r0 < step ? rows - r0 : step;
+        const float *Wf = (const float *)W + r0 * cols;
+        if (wt != AV_F32) {
+            float *dst = scratch + r0 * cols;
+            if (wt == AV_F16)
+                av_f16_to_f32_row((const uint16_t *)W + r0 * cols, dst, nr * cols);
+            else
+                av_bf16_to_f32_row((const uint16_t *)W + r0 * cols, dst, nr * cols);
+            Wf = dst;
+        }
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)nr, (int)cols, 1.0f, X,
+                    (int)cols, Wf, (int)cols, 0.0f, Y + r0, (int)rows);
     }
-    openblas_set_num_threads(n_threads < 1 ? 1 : n_threads);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)rows, (int)cols, 1.0f, X,
-                (int)cols, Wf, (int)cols, 0.0f, Y, (int)rows);
 }
 
 /* ================================================================ norms, activations */
