@@ -24,7 +24,7 @@ else
   BIN     := bin
 endif
 
-TOOLS      := convert info tokenizer
+TOOLS      := convert info tokenizer run
 CORE_SRC   := $(wildcard core/*.c)
 CORE_OBJ   := $(CORE_SRC:%.c=$(BUILD)/%.o)
 LIB        := $(BUILD)/libanvil.a

@@ -15,7 +15,7 @@ static const struct { const char *name, *what; } TOOLS[] = {
     { "train", "pretrain or LoRA-fine-tune Llama models (not built yet)" },
     { "quantize", "quantize models as llama.cpp does (not built yet)" },
     { "eval", "perplexity, KLD and top-1 agreement as a CI gate (not built yet)" },
-    { "run", "generate text with a model (not built yet)" },
+    { "run", "generate text with a model: sampling, beam search, stop strings, --bench" },
 };
 #define N_TOOLS (sizeof TOOLS / sizeof TOOLS[0])
 

@@ -15,13 +15,15 @@
 
 #include "ops.h"
 
+#define ATT_BLOCK 64 /* query rows per attention job: scores scratch is ATT_BLOCK x n_ctx */
+
 struct llm_ctx {
     const llm *l;
     int n_ctx, n_batch;
     float *k_cache, *v_cache; /* [n_layer][n_ctx][n_kv*hd] */
     float *x, *xb, *q, *att;  /* [n_batch][n_embd] / [n_batch][n_head*hd] */
     float *hg, *hu;           /* [n_batch][n_ff] */
-    float *scores;            /* [n_threads_max][n_ctx] */
+    float *scores;            /* [n_threads_max][ATT_BLOCK][n_ctx] */
     float *wscratch;          /* widened F16/BF16 weights for sgemm, or NULL */
     int n_scores;
 };
@@ -245,7 +247,7 @@ int llm_ctx_new(const llm *l, int n_ctx, int n_batch, llm_ctx **out, av_err *err
     c->att = malloc((size_t)n_batch * qd * sizeof(float));
     c->hg = malloc((size_t)n_batch * hp->n_ff * sizeof(float));
     c->hu = malloc((size_t)n_batch * hp->n_ff * sizeof(float));
-    c->scores = malloc((size_t)c->n_scores * n_ctx * sizeof(float));
+    c->scores = malloc((size_t)c->n_scores * ATT_BLOCK * n_ctx * sizeof(float));
     int ok = c->k_cache && c->v_cache && c->x && c->xb && c->q && c->att && c->hg && c->hu &&
              c->scores;
     /* sgemm on f16/bf16 weights widens the largest matrix into scratch */
@@ -307,32 +309,25 @@ static void linear(llm_ctx *c, const llm_weight *w, const float *X, float *Y, in
 }
 
 /* Causal attention of tokens [pos, pos+n) of one layer:
- * q [n, n_head*hd] (roped), caches [n_ctx, kvd] hold [0, pos+n), out att [n, n_head*hd]. */
+ * q [n, n_head*hd] (roped), caches [n_ctx, kvd] hold [0, pos+n), out att [n, n_head*hd].
+ * Jobs are (head, block of queries); each runs single-threaded sgemms. */
 static void attention(llm_ctx *c, const float *kc, const float *vc, int n, int pos, int nt) {
     const llm_hparams *hp = &c->l->hp;
     const int hd = hp->head_dim, kvd = hp->n_head_kv * hd, qd = hp->n_head * hd;
     const int group = hp->n_head / hp->n_head_kv;
     const float scale = 1.0f / sqrtf((float)hd);
-    const int jobs = n * hp->n_head;
+    const int blocks = (n + ATT_BLOCK - 1) / ATT_BLOCK, jobs = blocks * hp->n_head;
     /* tiny attention costs less than waking threads */
-    long work = (long)jobs * (pos + n) * hd;
+    long work = (long)n * hp->n_head * (pos + n) * hd;
     if (nt > c->n_scores) nt = c->n_scores;
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1 && work > 32768)
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1) if (nt > 1 && work > 32768)
     for (int j = 0; j < jobs; j++) {
-        const int i = j / hp->n_head, h = j % hp->n_head, kvh = h / group;
-        const int len = pos + i + 1;
-        float *s = c->scores + (size_t)omp_get_thread_num() * c->n_ctx;
-        const float *qh = c->q + (size_t)i * qd + (size_t)h * hd;
-        for (int t = 0; t < len; t++)
-            s[t] = ops_dot_f32(kc + (size_t)t * kvd + (size_t)kvh * hd, qh, hd) * scale;
-        ops_softmax(s, len);
-        float *o = c->att + (size_t)i * qd + (size_t)h * hd;
-        memset(o, 0, (size_t)hd * sizeof(float));
-        for (int t = 0; t < len; t++) {
-            const float *vt = vc + (size_t)t * kvd + (size_t)kvh * hd;
-            const float p = s[t];
-            for (int e = 0; e < hd; e++) o[e] += p * vt[e];
-        }
+        const int h = j % hp->n_head, i0 = (j / hp->n_head) * ATT_BLOCK;
+        const int bn = n - i0 < ATT_BLOCK ? n - i0 : ATT_BLOCK, kvh = h / group;
+        float *s = c->scores + (size_t)omp_get_thread_num() * ATT_BLOCK * c->n_ctx;
+        ops_attention(c->q + (size_t)i0 * qd + (size_t)h * hd, qd, kc + (size_t)kvh * hd,
+                      vc + (size_t)kvh * hd, kvd, bn, pos + i0, hd, scale,
+                      c->att + (size_t)i0 * qd + (size_t)h * hd, qd, s);
     }
 }
 
@@ -376,19 +371,10 @@ static void decode_team(llm_ctx *c, int pos, float *logits, int nt) {
                 ops_rope(kc + (size_t)pos * kvd, hp->n_head_kv, hd, pos, hp->rope_base,
                          hp->rope_mode);
             }
-            for (int h = ith; h < hp->n_head; h += nth) {
-                const int kvh = h / group, len = pos + 1;
-                const float *qh = c->q + (size_t)h * hd;
-                for (int t = 0; t < len; t++)
-                    s[t] = ops_dot_f32(kc + (size_t)t * kvd + (size_t)kvh * hd, qh, hd) * scale;
-                ops_softmax(s, len);
-                float *o = c->att + (size_t)h * hd;
-                memset(o, 0, (size_t)hd * sizeof(float));
-                for (int t = 0; t < len; t++) {
-                    const float *vt = vc + (size_t)t * kvd + (size_t)kvh * hd;
-                    for (int e = 0; e < hd; e++) o[e] += s[t] * vt[e];
-                }
-            }
+            for (int h = ith; h < hp->n_head; h += nth)
+                ops_attention(c->q + (size_t)h * hd, hd, kc + (size_t)(h / group) * hd,
+                              vc + (size_t)(h / group) * hd, kvd, 1, pos, hd, scale,
+                              c->att + (size_t)h * hd, hd, s);
 #pragma omp barrier
             matvec_part(&ly->wo, c->att, c->xb, ith, nth);
 #pragma omp barrier

@@ -552,3 +552,62 @@ void ops_rope(float *x, int n_head, int head_dim, int pos, float base, int mode)
     rope_cache(c, s, half, head_dim, pos, base);
     for (int h = 0; h < n_head; h++) rope_head(x + (int64_t)h * head_dim, c, s, half, mode);
 }
+
+/* ================================================================ attention helpers */
+
+void ops_axpy_ref(float *y, float a, const float *x, int64_t n) {
+    for (int64_t i = 0; i < n; i++) y[i] += a * x[i];
+}
+
+void ops_axpy(float *y, float a, const float *x, int64_t n) {
+    int64_t i = 0;
+#if defined(OPS_AVX512)
+    const __m512 va = _mm512_set1_ps(a);
+    for (; i + 16 <= n; i += 16)
+        _mm512_storeu_ps(y + i, _mm512_fmadd_ps(va, _mm512_loadu_ps(x + i), _mm512_loadu_ps(y + i)));
+#elif defined(OPS_AVX2)
+    const __m256 va = _mm256_set1_ps(a);
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+#endif
+    for (; i < n; i++) y[i] += a * x[i];
+}
+
+/* Query row r (position pos0 + r) attends keys [0, pos0 + r]: causal. */
+void ops_attention_ref(const float *q, int64_t ldq, const float *k, const float *v, int64_t ldkv,
+                       int n_q, int pos0, int hd, float scale, float *out, int64_t ldo,
+                       float *scores) {
+    for (int r = 0; r < n_q; r++) {
+        const int len = pos0 + r + 1;
+        for (int t = 0; t < len; t++)
+            scores[t] = ops_dot_f32_ref(k + (int64_t)t * ldkv, q + (int64_t)r * ldq, hd) * scale;
+        ops_softmax_ref(scores, len);
+        float *o = out + (int64_t)r * ldo;
+        for (int e = 0; e < hd; e++) o[e] = 0;
+        for (int t = 0; t < len; t++) ops_axpy_ref(o, scores[t], v + (int64_t)t * ldkv, hd);
+    }
+}
+
+void ops_attention(const float *q, int64_t ldq, const float *k, const float *v, int64_t ldkv,
+                   int n_q, int pos0, int hd, float scale, float *out, int64_t ldo, float *scores) {
+    if (n_q == 1) {
+        const int len = pos0 + 1;
+        for (int t = 0; t < len; t++) scores[t] = ops_dot_f32(k + (int64_t)t * ldkv, q, hd) * scale;
+        ops_softmax(scores, len);
+        memset(out, 0, (size_t)hd * sizeof(float));
+        for (int t = 0; t < len; t++) ops_axpy(out, scores[t], v + (int64_t)t * ldkv, hd);
+        return;
+    }
+    /* S [n_q, len] = scale * Q K^T, masked causal softmax, O = S V */
+    const int len = pos0 + n_q;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n_q, len, hd, scale, q, (int)ldq, k,
+                (int)ldkv, 0.0f, scores, len);
+    for (int r = 0; r < n_q; r++) {
+        float *s = scores + (int64_t)r * len;
+        const int valid = pos0 + r + 1;
+        ops_softmax(s, valid);
+        memset(s + valid, 0, (size_t)(len - valid) * sizeof(float));
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n_q, hd, len, 1.0f, scores, len, v,
+                (int)ldkv, 0.0f, out, (int)ldo);
+}

@@ -47,6 +47,21 @@ void ops_softmax_ref(float *x, int64_t n);
 void ops_swiglu(float *g, const float *u, int64_t n);
 void ops_swiglu_ref(float *g, const float *u, int64_t n);
 
+/* y += a * x   (y, x: [n]; attention's weighted sum of V rows). */
+void ops_axpy(float *y, float a, const float *x, int64_t n);
+void ops_axpy_ref(float *y, float a, const float *x, int64_t n);
+
+/* Causal attention of one head for n_q queries at positions pos0.. pos0+n_q-1:
+ * q [n_q, hd] (row stride ldq), k, v [pos0+n_q, hd] (row stride ldkv), out
+ * [n_q, hd] (row stride ldo); query r sees keys [0, pos0+r]. scores: scratch
+ * of n_q*(pos0+n_q) floats. n_q > 1 runs two single-threaded sgemms (call
+ * from inside OpenMP threads, one head each). */
+void ops_attention(const float *q, int64_t ldq, const float *k, const float *v, int64_t ldkv,
+                   int n_q, int pos0, int hd, float scale, float *out, int64_t ldo, float *scores);
+void ops_attention_ref(const float *q, int64_t ldq, const float *k, const float *v, int64_t ldkv,
+                       int n_q, int pos0, int hd, float scale, float *out, int64_t ldo,
+                       float *scores);
+
 /* RoPE styles: OPS_ROPE_NORM rotates adjacent pairs (x[2i], x[2i+1]) — the
  * GGUF/Meta weight layout llama.cpp uses for `llama`; OPS_ROPE_NEOX rotates
  * halves (x[i], x[i+d/2]) — HF's rotate_half on unpermuted HF weights. */

@@ -220,3 +220,6 @@ fi
 
 # tokenizer training and encode vs HF tokenizers, spm_train, tiktoken (docs/BENCHMARKS.md, issue 4)
 bash "$(dirname "$0")/bench_tokenizer.sh" "$BIN"
+
+# anvil run: pp/tg tokens/s vs llama-bench, and the decode memory-bandwidth bound (issue: anvil run)
+bash "$(dirname "$0")/bench_run.sh" "$BIN"

@@ -364,3 +364,50 @@ Test(ops, rope_matches_ref_and_keeps_norm) {
         }
     }
 }
+
+/* ------------------------------------------------------------------ axpy */
+
+Test(ops, axpy_matches_ref_and_hand_values) {
+    float y[3] = {1, 2, 3};
+    const float x[3] = {10, 20, 30};
+    ops_axpy(y, 0.5f, x, 3);
+    cr_expect(y[0] == 6 && y[1] == 12 && y[2] == 18);
+    uint64_t s = 11;
+    for (int k = 0; k < NELEM(LENS); k++) {
+        const int64_t n = LENS[k];
+        float *xx = malloc((size_t)n * 4), *a = malloc((size_t)n * 4), *b = malloc((size_t)n * 4);
+        fill(&s, xx, n, -3.0f, 3.0f);
+        fill(&s, a, n, -3.0f, 3.0f);
+        memcpy(b, a, (size_t)n * 4);
+        ops_axpy(a, 0.37f, xx, n);
+        ops_axpy_ref(b, 0.37f, xx, n);
+        /* fma rounds once where the ref rounds twice */
+        for (int64_t i = 0; i < n; i++) cr_expect_leq(fabsf(a[i] - b[i]), 1e-6f * (fabsf(b[i]) + 1));
+        free(xx), free(a), free(b);
+    }
+}
+
+/* ------------------------------------------------------------------ attention */
+
+Test(ops, attention_matches_ref) {
+    uint64_t s = 12;
+    const int hd = 32, ld = 4 * hd; /* heads interleaved in rows, as in the KV cache */
+    const int cases[][2] = {{1, 0}, {1, 9}, {5, 0}, {7, 3}, {64, 0}, {33, 40}};
+    for (int c = 0; c < NELEM(cases); c++) {
+        const int n_q = cases[c][0], pos0 = cases[c][1], len = pos0 + n_q;
+        float *q = malloc(sizeof(float) * n_q * ld), *k = malloc(sizeof(float) * len * ld);
+        float *v = malloc(sizeof(float) * len * ld), *sc = malloc(sizeof(float) * n_q * len);
+        float *a = calloc((size_t)n_q * ld, 4), *b = calloc((size_t)n_q * ld, 4);
+        fill(&s, q, (int64_t)n_q * ld, -2, 2);
+        fill(&s, k, (int64_t)len * ld, -2, 2);
+        fill(&s, v, (int64_t)len * ld, -2, 2);
+        ops_attention(q + hd, ld, k + hd, v + hd, ld, n_q, pos0, hd, 0.17f, a + hd, ld, sc);
+        ops_attention_ref(q + hd, ld, k + hd, v + hd, ld, n_q, pos0, hd, 0.17f, b + hd, ld, sc);
+        for (int i = 0; i < n_q * ld; i++)
+            cr_expect_leq(fabsf(a[i] - b[i]), 1e-5f, "case %d elem %d: %g vs %g", c, i, a[i], b[i]);
+        /* first query sees only key 0: its output is exactly v[0] */
+        if (pos0 == 0)
+            for (int e = 0; e < hd; e++) cr_expect_float_eq(a[hd + e], v[hd + e], 1e-6);
+        free(q), free(k), free(v), free(sc), free(a), free(b);
+    }
+}
