@@ -9,6 +9,8 @@
 
 #include <math.h>
 #include <omp.h>
+#include <sched.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +18,13 @@
 #include "ops.h"
 
 #define ATT_BLOCK 64 /* query rows per attention job: scores scratch is ATT_BLOCK x n_ctx */
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define cpu_relax() _mm_pause()
+#else
+#define cpu_relax() ((void)0)
+#endif
 
 struct llm_ctx {
     const llm *l;
@@ -341,9 +350,31 @@ static void matvec_part(const llm_weight *w, const float *x, float *y, int ith, 
     ops_matvec(w->type, (const char *)w->data + (size_t)r0 * rb, x, y + r0, r1 - r0, w->cols, 1);
 }
 
-/* One token with nt > 1 threads inside a single parallel region: an OpenMP
- * fork/join costs ~3 us on this class of machine, a barrier less, and a
- * token of a small model needs ~40 synchronisations. x holds the embedding. */
+/* A sense-counting spin barrier for the threads of one decode region:
+ * ~0.1 us where an OpenMP barrier costs ~2 us on this class of VM, and a
+ * token of a small model needs ~30 of them. Yields after a while so an
+ * oversubscribed machine still makes progress. */
+typedef struct spin_barrier {
+    _Atomic int arrived, phase;
+    int n;
+} spin_barrier;
+
+static void spin_barrier_wait(spin_barrier *b) {
+    const int ph = atomic_load_explicit(&b->phase, memory_order_relaxed);
+    if (atomic_fetch_add_explicit(&b->arrived, 1, memory_order_acq_rel) == b->n - 1) {
+        atomic_store_explicit(&b->arrived, 0, memory_order_relaxed);
+        atomic_store_explicit(&b->phase, ph + 1, memory_order_release);
+        return;
+    }
+    for (unsigned spins = 0; atomic_load_explicit(&b->phase, memory_order_acquire) == ph; spins++) {
+        if (spins < 20000) cpu_relax();
+        else sched_yield();
+    }
+}
+
+/* One token with nt > 1 threads inside a single parallel region (an OpenMP
+ * fork/join costs ~3 us here); x holds the embedding. Thread 0 does the
+ * small serial steps (norms, residuals, rope) between barriers. */
 static void decode_team(llm_ctx *c, int pos, float *logits, int nt) {
     const llm *l = c->l;
     const llm_hparams *hp = &l->hp;
@@ -351,12 +382,16 @@ static void decode_team(llm_ctx *c, int pos, float *logits, int nt) {
     const int group = hp->n_head / hp->n_head_kv;
     const float scale = 1.0f / sqrtf((float)hd);
     if (nt > c->n_scores) nt = c->n_scores;
+    spin_barrier bar = {.n = 0};
 #pragma omp parallel num_threads(nt)
     {
         const int ith = omp_get_thread_num(), nth = omp_get_num_threads();
-        float *s = c->scores + (size_t)ith * c->n_ctx;
-#pragma omp single
-        ops_rmsnorm(c->xb, c->x, l->layers[0].attn_norm, E, hp->rms_eps);
+        float *s = c->scores + (size_t)ith * ATT_BLOCK * c->n_ctx;
+        if (ith == 0) {
+            bar.n = nth;
+            ops_rmsnorm(c->xb, c->x, l->layers[0].attn_norm, E, hp->rms_eps);
+        }
+#pragma omp barrier
         for (int li = 0; li < hp->n_layer; li++) {
             const llm_layer *ly = &l->layers[li];
             float *kc = c->k_cache + (size_t)li * c->n_ctx * kvd;
@@ -364,25 +399,25 @@ static void decode_team(llm_ctx *c, int pos, float *logits, int nt) {
             matvec_part(&ly->wq, c->xb, c->q, ith, nth);
             matvec_part(&ly->wk, c->xb, kc + (size_t)pos * kvd, ith, nth);
             matvec_part(&ly->wv, c->xb, vc + (size_t)pos * kvd, ith, nth);
-#pragma omp barrier
-#pragma omp single
-            {
+            spin_barrier_wait(&bar);
+            if (ith == 0) {
                 ops_rope(c->q, hp->n_head, hd, pos, hp->rope_base, hp->rope_mode);
                 ops_rope(kc + (size_t)pos * kvd, hp->n_head_kv, hd, pos, hp->rope_base,
                          hp->rope_mode);
             }
+            spin_barrier_wait(&bar);
             for (int h = ith; h < hp->n_head; h += nth)
                 ops_attention(c->q + (size_t)h * hd, hd, kc + (size_t)(h / group) * hd,
                               vc + (size_t)(h / group) * hd, kvd, 1, pos, hd, scale,
                               c->att + (size_t)h * hd, hd, s);
-#pragma omp barrier
+            spin_barrier_wait(&bar);
             matvec_part(&ly->wo, c->att, c->xb, ith, nth);
-#pragma omp barrier
-#pragma omp single
-            {
+            spin_barrier_wait(&bar);
+            if (ith == 0) {
                 for (int k = 0; k < E; k++) c->x[k] += c->xb[k];
                 ops_rmsnorm(c->xb, c->x, ly->ffn_norm, E, hp->rms_eps);
             }
+            spin_barrier_wait(&bar);
             /* gate and up rows split alike, so each thread's SwiGLU needs only its rows */
             matvec_part(&ly->w_gate, c->xb, c->hg, ith, nth);
             matvec_part(&ly->w_up, c->xb, c->hu, ith, nth);
@@ -391,15 +426,15 @@ static void decode_team(llm_ctx *c, int pos, float *logits, int nt) {
                 const int64_t r0 = (int64_t)ith * per, r1 = r0 + per < F ? r0 + per : F;
                 if (r0 < r1) ops_swiglu(c->hg + r0, c->hu + r0, r1 - r0);
             }
-#pragma omp barrier
+            spin_barrier_wait(&bar);
             matvec_part(&ly->w_down, c->hg, c->xb, ith, nth);
-#pragma omp barrier
-#pragma omp single
-            {
+            spin_barrier_wait(&bar);
+            if (ith == 0) {
                 for (int k = 0; k < E; k++) c->x[k] += c->xb[k];
                 const float *nw = li + 1 < hp->n_layer ? l->layers[li + 1].attn_norm : l->out_norm;
                 ops_rmsnorm(c->xb, c->x, nw, E, hp->rms_eps);
             }
+            spin_barrier_wait(&bar);
         }
         if (logits) matvec_part(&l->output, c->xb, logits, ith, nth);
     }
