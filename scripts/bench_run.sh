@@ -17,6 +17,9 @@
 #   ANVIL_BENCH_RUN_REPS         repetitions per measurement (default 5, as llama-bench -r 5)
 #   ANVIL_BENCH_RUN_ROUNDS       interleaved rounds (default 3)
 #   ANVIL_LLAMACPP_ARCHIVE       llama.cpp tools archive (default ../shared/tools/llama.cpp/...)
+#   ANVIL_BENCH_BLAS_CORE        OPENBLAS_CORETYPE for anvil's prompt sgemms (default: unset, so
+#                                OpenBLAS picks its kernels for the CPU — Cooperlake/AVX-512 on Zen 4;
+#                                this machine's environment forces Haswell, ~1.5x slower pp)
 # Needs: cc, python3. Optional: the llama.cpp archive (skipped with a printed reason when absent).
 set -euo pipefail
 
@@ -32,6 +35,13 @@ PP=128
 TG=128
 
 die() { echo "bench_run: $*" >&2; exit 1; }
+
+# OpenBLAS kernel set for anvil: the library's own CPU detection unless asked otherwise
+if [ -n "${OPENBLAS_CORETYPE:-}" ]; then
+  echo "bench_run: OPENBLAS_CORETYPE=$OPENBLAS_CORETYPE in the environment; anvil runs with ${ANVIL_BENCH_BLAS_CORE:-OpenBLAS autodetection}"
+fi
+unset OPENBLAS_CORETYPE
+[ -n "${ANVIL_BENCH_BLAS_CORE:-}" ] && export OPENBLAS_CORETYPE=$ANVIL_BENCH_BLAS_CORE
 for t in anvil-run anvil-convert; do [ -x "$BIN/$t" ] || die "$BIN/$t missing (run make)"; done
 [[ "$REPS" =~ ^[1-9][0-9]*$ ]] || die "ANVIL_BENCH_RUN_REPS must be a positive integer"
 [[ "$ROUNDS" =~ ^[1-9][0-9]*$ ]] || die "ANVIL_BENCH_RUN_ROUNDS must be a positive integer"
