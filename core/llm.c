@@ -367,7 +367,7 @@ static void spin_barrier_wait(spin_barrier *b) {
         return;
     }
     for (unsigned spins = 0; atomic_load_explicit(&b->phase, memory_order_acquire) == ph; spins++) {
-        if (spins < 20000) cpu_relax();
+        if (spins < 4096) cpu_relax();
         else sched_yield();
     }
 }

@@ -97,6 +97,43 @@ static int eval_prompt(llm_ctx *c, const int32_t *prompt, int n_prompt, int nb, 
     return 0;
 }
 
+/* ---- generated tokens -> ids, logprobs and stop-filtered text ------------ */
+
+typedef struct text_sink {
+    run_result *r;
+    const tok *t;
+    smp_stop *st;
+    FILE *out;
+    run_buf piece;
+    int32_t prev; /* the token before, for run_piece */
+} text_sink;
+
+/* Record id and stream its text; *stopped = 1 when a stop string completed. */
+static int sink_take(text_sink *k, int32_t id, float lp, int *stopped, av_err *err) {
+    int rc;
+    if ((rc = push_token(k->r, id, lp))) return av_errf(err, rc, "out of memory");
+    k->piece.n = 0;
+    if ((rc = run_piece(k->t, k->prev, id, &k->piece, err))) return rc;
+    k->prev = id;
+    const char *e;
+    size_t el;
+    *stopped = smp_stop_feed(k->st, k->piece.s ? k->piece.s : "", k->piece.n, &e, &el);
+    if (*stopped < 0) return av_errf(err, *stopped, "out of memory");
+    return emit(k->r, k->out, e, el, err);
+}
+
+/* End of generation: the text held back for a possible stop string. */
+static int sink_finish(text_sink *k, int stopped, av_err *err) {
+    if (stopped) {
+        k->r->stop_reason = "stop";
+        return 0;
+    }
+    const char *e;
+    size_t el;
+    smp_stop_flush(k->st, &e, &el);
+    return emit(k->r, k->out, e, el, err);
+}
+
 /* ---- beam search ---------------------------------------------------------- */
 
 typedef struct beam_ud {
@@ -123,7 +160,6 @@ static int run_beams(const run_opts *o, const llm *l, const tok *t, const int32_
     float *logits = malloc((size_t)V * sizeof *logits), *lps = NULL;
     int32_t *ids = NULL;
     smp_stop *st = NULL;
-    run_buf piece = {0};
     if (!slots || !logits) { rc = av_errf(err, AV_ENOMEM, "out of memory"); goto done; }
     for (int i = 0; i < n_slots; i++)
         if ((rc = llm_ctx_new(l, n_ctx, i ? 1 : nb, &slots[i], err))) goto done;
@@ -153,39 +189,18 @@ static int run_beams(const run_opts *o, const llm *l, const tok *t, const int32_
 
     /* the best hypothesis' text, cut at the first stop string */
     if ((rc = smp_stop_new(o->stops, o->n_stops, &st, err))) goto done;
-    int32_t prev = prompt[n_prompt - 1];
+    text_sink k = {r, t, st, out, {0}, prompt[n_prompt - 1]};
     int stopped = 0;
-    for (int i = 0; i < n && !stopped; i++) {
-        if ((rc = push_token(r, ids[i], lps ? lps[i] : 0))) {
-            rc = av_errf(err, rc, "out of memory");
-            goto done;
-        }
-        piece.n = 0;
-        if ((rc = run_piece(t, prev, ids[i], &piece, err))) goto done;
-        prev = ids[i];
-        const char *e;
-        size_t el;
-        stopped = smp_stop_feed(st, piece.s ? piece.s : "", piece.n, &e, &el);
-        if (stopped < 0) {
-            rc = av_errf(err, stopped, "out of memory");
-            goto done;
-        }
-        if ((rc = emit(r, out, e, el, err))) goto done;
-    }
-    if (stopped) r->stop_reason = "stop";
-    else {
-        const char *e;
-        size_t el;
-        smp_stop_flush(st, &e, &el);
-        if ((rc = emit(r, out, e, el, err))) goto done;
-    }
+    for (int i = 0; i < n && !stopped && rc == 0; i++)
+        rc = sink_take(&k, ids[i], lps ? lps[i] : 0, &stopped, err);
+    if (rc == 0) rc = sink_finish(&k, stopped, err);
+    free(k.piece.s);
 done:
     for (int i = 0; slots && i < n_slots; i++) llm_ctx_free(slots[i]);
     free(slots);
     free(logits);
     free(ids);
     free(lps);
-    free(piece.s);
     smp_stop_free(st);
     return rc;
 }
@@ -201,7 +216,6 @@ int run_generate(const run_opts *o, const llm *l, const tok *t, const int32_t *p
     llm_ctx *c = NULL;
     smp *s = NULL;
     smp_stop *st = NULL;
-    run_buf piece = {0};
     float *logits = malloc((size_t)V * sizeof *logits);
     if (!logits) return av_errf(err, AV_ENOMEM, "out of memory");
     if ((rc = llm_ctx_new(l, n_ctx, nb, &c, err))) goto done;
@@ -221,7 +235,7 @@ int run_generate(const run_opts *o, const llm *l, const tok *t, const int32_t *p
     const int32_t eos = o->ignore_eos ? -1 : tok_eos(t);
     const int limit = o->n_predict >= 0 ? o->n_predict : INT_MAX;
     int pos = n_prompt, stopped = 0;
-    int32_t prev = prompt[n_prompt - 1];
+    text_sink k = {r, t, st, out, {0}, prompt[n_prompt - 1]};
     r->stop_reason = "length";
     while (r->n < limit) {
         float lp;
@@ -231,46 +245,23 @@ int run_generate(const run_opts *o, const llm *l, const tok *t, const int32_t *p
             break;
         }
         smp_accept(s, id);
-        if ((rc = push_token(r, id, lp))) {
-            rc = av_errf(err, rc, "out of memory");
-            goto done;
-        }
-        piece.n = 0;
-        if ((rc = run_piece(t, prev, id, &piece, err))) goto done;
-        prev = id;
-        const char *e;
-        size_t el;
-        stopped = smp_stop_feed(st, piece.s ? piece.s : "", piece.n, &e, &el);
-        if (stopped < 0) {
-            rc = av_errf(err, stopped, "out of memory");
-            goto done;
-        }
-        if ((rc = emit(r, out, e, el, err))) goto done;
-        if (stopped) {
-            r->stop_reason = "stop";
-            break;
-        }
+        if ((rc = sink_take(&k, id, lp, &stopped, err)) || stopped) break;
         if (r->n >= limit) break;
         if (pos >= n_ctx) {
             r->stop_reason = "context";
             break;
         }
-        if ((rc = llm_eval(c, &id, 1, pos, logits, 0, nt, err))) goto done;
+        if ((rc = llm_eval(c, &id, 1, pos, logits, 0, nt, err))) break;
         pos++;
         r->n_eval++;
     }
-    if (!stopped) {
-        const char *e;
-        size_t el;
-        smp_stop_flush(st, &e, &el);
-        if ((rc = emit(r, out, e, el, err))) goto done;
-    }
+    free(k.piece.s);
+    if (rc || (rc = sink_finish(&k, stopped, err))) goto done;
     r->gen_s = av_now() - t1;
 done:
     llm_ctx_free(c);
     smp_free(s);
     smp_stop_free(st);
-    free(piece.s);
     free(logits);
     return rc;
 }

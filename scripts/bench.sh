@@ -69,20 +69,8 @@ IN_BYTES=$(stat -c %s "$BIG")
 [ "$IN_BYTES" -ge 512000000 ] || die "$BIG is only $IN_BYTES bytes"
 
 # ---- peer: llama.cpp's llama-quantize (the only GGUF->GGUF f32->f16 tool it has) ----
-PEER=""
-PEER_WHY=""
-if [ -x "$LLAMA_DIR/llama-quantize" ]; then
-  PEER=$LLAMA_DIR/llama-quantize
-elif [ -f "$LLAMA_ARCHIVE" ]; then
-  mkdir -p "$LLAMA_DIR"
-  if tar xJf "$LLAMA_ARCHIVE" -C "$LLAMA_DIR" 2>"$DIR/peer.log" && [ -x "$LLAMA_DIR/llama-quantize" ]; then
-    PEER=$LLAMA_DIR/llama-quantize
-  else
-    PEER_WHY="could not unpack $LLAMA_ARCHIVE: $(head -c 300 "$DIR/peer.log")"
-  fi
-else
-  PEER_WHY="llama.cpp tools archive not found ($LLAMA_ARCHIVE)"
-fi
+. "$(dirname "$0")/lib/llamacpp.sh"
+llamacpp_tool llama-quantize "$DIR/peer.log"
 if [ -n "$PEER" ] && ! "$PEER" "$BIG" "$OUT-peer.gguf" F16 2 >"$DIR/peer.log" 2>&1; then
   PEER_WHY="llama-quantize refused the synthetic file: $(grep -iE 'error|fail|exception' "$DIR/peer.log" | head -3 | tr '\n' ' ')"
   PEER=""

@@ -54,20 +54,8 @@ mkdir -p "$SCR"
 trap 'rm -rf "$SCR"' EXIT
 
 # ---- peer: llama-bench from the prebuilt llama.cpp tools ----
-PEER=""
-PEER_WHY=""
-if [ -x "$LLAMA_DIR/llama-bench" ]; then
-  PEER=$LLAMA_DIR/llama-bench
-elif [ -f "$LLAMA_ARCHIVE" ]; then
-  mkdir -p "$LLAMA_DIR"
-  if tar xJf "$LLAMA_ARCHIVE" -C "$LLAMA_DIR" 2>"$SCR/untar.log" && [ -x "$LLAMA_DIR/llama-bench" ]; then
-    PEER=$LLAMA_DIR/llama-bench
-  else
-    PEER_WHY="could not unpack $LLAMA_ARCHIVE: $(head -c 300 "$SCR/untar.log")"
-  fi
-else
-  PEER_WHY="llama.cpp tools archive not found ($LLAMA_ARCHIVE)"
-fi
+. "$(dirname "$0")/lib/llamacpp.sh"
+llamacpp_tool llama-bench "$SCR/untar.log"
 
 # ---- membw ----
 MEMBW=$DIR/membw
