@@ -14,7 +14,7 @@ static const struct { const char *name, *what; } TOOLS[] = {
     { "tokenizer", "encode/decode text with any vocabulary; train byte-level BPE" },
     { "train", "pretrain or LoRA-fine-tune Llama models (not built yet)" },
     { "quantize", "quantize models as llama.cpp does (not built yet)" },
-    { "eval", "perplexity, KLD and top-1 agreement as a CI gate (not built yet)" },
+    { "eval", "perplexity, KLD and top-1 agreement as a CI gate (--gate, exit 3)" },
     { "run", "generate text with a model: sampling, beam search, stop strings, --bench" },
 };
 #define N_TOOLS (sizeof TOOLS / sizeof TOOLS[0])
