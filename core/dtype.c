@@ -1,5 +1,6 @@
 /* dtype.c — the traits table and f16/bf16 conversion kernels. */
 #include "dtype.h"
+#include "quant.h"
 
 #include <ctype.h>
 #include <string.h>
@@ -161,24 +162,43 @@ static void f64_from_float(const float *s, void *d, int64_t n) {
     for (int64_t i = 0; i < n; i++) y[i] = s[i];
 }
 
+/* Quantized types: to_float is ggml's dequantize_row_*, from_float its
+ * reference quantizer without importance weights (core/quant.h). */
+#define QWRAP(ty, blk)                                                                          \
+    static void ty##_to_float(const void *s, float *d, int64_t n) { q_dequantize_row_##ty(s, d, n); } \
+    static void ty##_from_float(const float *s, void *d, int64_t n) { q_quantize_row_##ty(s, (blk *)d, n); }
+QWRAP(q4_0, block_q4_0)
+QWRAP(q4_1, block_q4_1)
+QWRAP(q5_0, block_q5_0)
+QWRAP(q5_1, block_q5_1)
+QWRAP(q8_0, block_q8_0)
+QWRAP(q8_1, block_q8_1)
+QWRAP(q2_K, block_q2_K)
+QWRAP(q3_K, block_q3_K)
+QWRAP(q4_K, block_q4_K)
+QWRAP(q5_K, block_q5_K)
+QWRAP(q6_K, block_q6_K)
+QWRAP(q8_K, block_q8_K)
+
 #define PLAIN(nm, sz) { nm, 1, sz, 0, 1, NULL, NULL }
+#define QCONV(ty, bs, sz) { #ty, bs, sz, 1, 1, ty##_to_float, ty##_from_float }
 #define QUANT(nm, bs, sz) { nm, bs, sz, 1, 1, NULL, NULL }
 
 static const av_dtype_traits TRAITS[AV_DTYPE_MAX] = {
     [AV_F32] = { "f32", 1, 4, 0, 1, f32_to_float, f32_from_float },
     [AV_F16] = { "f16", 1, 2, 0, 1, f16_to_float, f16_from_float },
-    [AV_Q4_0] = QUANT("q4_0", 32, 18),
-    [AV_Q4_1] = QUANT("q4_1", 32, 20),
-    [AV_Q5_0] = QUANT("q5_0", 32, 22),
-    [AV_Q5_1] = QUANT("q5_1", 32, 24),
-    [AV_Q8_0] = QUANT("q8_0", 32, 34),
-    [AV_Q8_1] = QUANT("q8_1", 32, 36),
-    [AV_Q2_K] = QUANT("q2_K", 256, 84),
-    [AV_Q3_K] = QUANT("q3_K", 256, 110),
-    [AV_Q4_K] = QUANT("q4_K", 256, 144),
-    [AV_Q5_K] = QUANT("q5_K", 256, 176),
-    [AV_Q6_K] = QUANT("q6_K", 256, 210),
-    [AV_Q8_K] = QUANT("q8_K", 256, 292),
+    [AV_Q4_0] = QCONV(q4_0, 32, 18),
+    [AV_Q4_1] = QCONV(q4_1, 32, 20),
+    [AV_Q5_0] = QCONV(q5_0, 32, 22),
+    [AV_Q5_1] = QCONV(q5_1, 32, 24),
+    [AV_Q8_0] = QCONV(q8_0, 32, 34),
+    [AV_Q8_1] = QCONV(q8_1, 32, 36),
+    [AV_Q2_K] = QCONV(q2_K, 256, 84),
+    [AV_Q3_K] = QCONV(q3_K, 256, 110),
+    [AV_Q4_K] = QCONV(q4_K, 256, 144),
+    [AV_Q5_K] = QCONV(q5_K, 256, 176),
+    [AV_Q6_K] = QCONV(q6_K, 256, 210),
+    [AV_Q8_K] = QCONV(q8_K, 256, 292),
     [AV_IQ2_XXS] = QUANT("iq2_xxs", 256, 66),
     [AV_IQ2_XS] = QUANT("iq2_xs", 256, 74),
     [AV_IQ3_XXS] = QUANT("iq3_xxs", 256, 98),
