@@ -55,9 +55,9 @@ static int cfg_num(json_t *cfg, const char *path, const char *key, double dflt, 
     return 0;
 }
 
-/* Rows of t regrouped from HF's [n_head, 2, hd/2] to GGUF's [n_head, hd/2, 2]
- * order (llama.cpp's LlamaModel.permute), into an owned copy. */
-static int unpermute(av_tensor *t, int64_t n_head, const char *path, av_err *err) {
+/* Rows of t regrouped between HF's [n_head, 2, hd/2] and GGUF's [n_head, hd/2, 2]
+ * order (llama.cpp's LlamaModel.permute and its inverse), into an owned copy. */
+static int permute_rows(av_tensor *t, int64_t n_head, int to_hf, const char *path, av_err *err) {
     const av_dtype_traits *tr = av_dtype_traits_of(t->src_dtype);
     if (t->n_dims != 2 || n_head <= 0 || t->shape[0] % (2 * n_head) != 0 || !tr ||
         tr->block_size != 1)
@@ -70,13 +70,51 @@ static int unpermute(av_tensor *t, int64_t n_head, const char *path, av_err *err
     const char *src = t->data;
     for (int64_t h = 0; h < n_head; h++)
         for (int64_t j = 0; j < half; j++)
-            for (int s = 0; s < 2; s++)
-                memcpy(dst + (size_t)(h * hd + 2 * j + s) * rb,
-                       src + (size_t)(h * hd + s * half + j) * rb, rb);
+            for (int s = 0; s < 2; s++) {
+                size_t gg = (size_t)(h * hd + 2 * j + s), hf = (size_t)(h * hd + s * half + j);
+                memcpy(dst + (to_hf ? hf : gg) * rb, src + (to_hf ? gg : hf) * rb, rb);
+            }
     free(t->owned);
     t->owned = dst;
     t->data = dst;
     return 0;
+}
+
+static int check_perm(const av_tensor *t, int64_t n_head, const char *path, av_err *err) {
+    const av_dtype_traits *tr = av_dtype_traits_of(t->src_dtype);
+    if (t->n_dims != 2 || n_head <= 0 || t->shape[0] % (2 * n_head) != 0 || !tr || tr->block_size != 1)
+        return av_errf(err, AV_EFORMAT, "%s: tensor '%s' cannot be split into %lld heads", path, t->name,
+                       (long long)n_head);
+    return 0;
+}
+
+/* Permute now, or queue it when q is given (checked now either way). */
+static int perm_or_queue(av_model *m, size_t i, int64_t n_head, int to_hf, hf_perm_queue *q, const char *path,
+                         av_err *err) {
+    int rc = check_perm(&m->tensors[i], n_head, path, err);
+    if (rc) return rc;
+    if (!q) return permute_rows(&m->tensors[i], n_head, to_hf, path, err);
+    if (q->n == q->cap) {
+        size_t nc = q->cap ? q->cap * 2 : 64;
+        hf_perm *nv = realloc(q->v, nc * sizeof *nv);
+        if (!nv) return av_errf(err, AV_ENOMEM, "%s: out of memory", path);
+        q->v = nv;
+        q->cap = nc;
+    }
+    q->v[q->n++] = (hf_perm){ .tensor = i, .n_head = n_head, .to_hf = to_hf };
+    return 0;
+}
+
+int hf_perm_apply(av_model *m, const hf_perm *p, av_err *err) {
+    if (p->tensor >= m->n_tensors) return av_errf(err, AV_EINVAL, "hf_perm_apply: no tensor %zu", p->tensor);
+    return permute_rows(&m->tensors[p->tensor], p->n_head, p->to_hf, m->tensors[p->tensor].name, err);
+}
+
+void hf_perm_queue_release(hf_perm_queue *q) {
+    if (!q) return;
+    free(q->v);
+    q->v = NULL;
+    q->n = q->cap = 0;
 }
 
 static int rename_tensor(av_tensor *t, const char *name, const char *path, av_err *err) {
@@ -88,6 +126,10 @@ static int rename_tensor(av_tensor *t, const char *name, const char *path, av_er
 }
 
 int hf_llama_to_gguf(av_model *m, const char *config_path, av_err *err) {
+    return hf_llama_to_gguf_ex(m, config_path, NULL, err);
+}
+
+int hf_llama_to_gguf_ex(av_model *m, const char *config_path, hf_perm_queue *defer, av_err *err) {
     json_error_t je;
     json_t *cfg = json_load_file(config_path, 0, &je);
     if (!cfg)
@@ -134,7 +176,7 @@ int hf_llama_to_gguf(av_model *m, const char *config_path, av_err *err) {
         for (size_t k = 0; k < sizeof layer_names / sizeof *layer_names; k++) {
             if (strcmp(t->name + off, layer_names[k].hf) != 0) continue;
             if (layer_names[k].permute)
-                rc = unpermute(t, layer_names[k].permute == 1 ? H : HKV, config_path, err);
+                rc = perm_or_queue(m, i, layer_names[k].permute == 1 ? H : HKV, 0, defer, config_path, err);
             char name[96];
             snprintf(name, sizeof name, "blk.%d.%s", layer, layer_names[k].gguf);
             if (!rc) rc = rename_tensor(t, name, config_path, err);
@@ -143,6 +185,13 @@ int hf_llama_to_gguf(av_model *m, const char *config_path, av_err *err) {
     }
     if (rc) goto done;
     av_kvs *kv = &m->kv;
+    /* rope_theta absent from config.json: HF's default 10000 is llama.cpp's too; set
+     * the key only when the file gives it (or the model has one) */
+    json_t *th = json_object_get(cfg, "rope_theta");
+    int has_theta = (th && !json_is_null(th)) || av_kvs_find(kv, "llama.rope.freq_base");
+    /* safetensors' container tag (save_pretrained writes {"format": "pt"}) is not model metadata */
+    const char *fmt = NULL;
+    if (av_kvs_get_str(kv, "format", &fmt) == 0 && strcmp(fmt, "pt") == 0) av_kvs_remove(kv, "format");
     if (av_kvs_set_str(kv, "general.architecture", "llama") ||
         av_kvs_set_u32(kv, "llama.context_length", (uint32_t)C) ||
         av_kvs_set_u32(kv, "llama.embedding_length", (uint32_t)E) ||
@@ -152,7 +201,7 @@ int hf_llama_to_gguf(av_model *m, const char *config_path, av_err *err) {
         av_kvs_set_u32(kv, "llama.attention.head_count", (uint32_t)H) ||
         av_kvs_set_u32(kv, "llama.attention.head_count_kv", (uint32_t)HKV) ||
         av_kvs_set_f32(kv, "llama.attention.layer_norm_rms_epsilon", (float)eps) ||
-        av_kvs_set_f32(kv, "llama.rope.freq_base", (float)theta))
+        (has_theta && av_kvs_set_f32(kv, "llama.rope.freq_base", (float)theta)))
         rc = av_errf(err, AV_ENOMEM, "%s: out of memory", config_path);
 done:
     json_decref(cfg);
@@ -160,7 +209,12 @@ done:
 }
 
 int hf_normalize(av_model *m, const char *path, av_err *err) {
+    return hf_normalize_ex(m, path, NULL, NULL, err);
+}
+
+int hf_normalize_ex(av_model *m, const char *path, const char *config_path, hf_perm_queue *defer, av_err *err) {
     if (!hf_is_llama(m)) return 0;
+    if (config_path) return hf_llama_to_gguf_ex(m, config_path, defer, err);
     char cfg[4096];
     struct stat st;
     if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
@@ -170,5 +224,5 @@ int hf_normalize(av_model *m, const char *path, av_err *err) {
         int dir = slash ? (int)(slash - path) : 1;
         snprintf(cfg, sizeof cfg, "%.*s/config.json", dir, slash ? path : ".");
     }
-    return hf_llama_to_gguf(m, cfg, err);
+    return hf_llama_to_gguf_ex(m, cfg, defer, err);
 }

@@ -105,7 +105,7 @@ static int get_weight(const av_model *m, const char *name, const char *tname, in
 }
 
 static int64_t weight_nbytes(const llm_weight *w) {
-    return w->rows * w->cols * (int64_t)av_dtype_traits_of(w->type)->type_size;
+    return w->rows * (int64_t)ops_row_bytes(w->type, w->cols);
 }
 
 int llm_new(const av_model *m, const char *name, llm **out, av_err *err) {
@@ -188,7 +188,7 @@ int llm_new(const av_model *m, const char *name, llm **out, av_err *err) {
     if (rc == 1) l->output = l->tok_embd; /* tied embeddings */
 
     int64_t bytes = weight_nbytes(&l->output) + E * (int64_t)sizeof(float) * (2 * hp->n_layer + 1) +
-                    E * (int64_t)av_dtype_traits_of(l->tok_embd.type)->type_size;
+                    (int64_t)ops_row_bytes(l->tok_embd.type, E);
     for (int i = 0; i < hp->n_layer; i++) {
         llm_layer *ly = &l->layers[i];
         char tn[96];
@@ -346,7 +346,7 @@ static void matvec_part(const llm_weight *w, const float *x, float *y, int ith, 
     const int64_t per = ((w->rows + nth - 1) / nth + 3) & ~(int64_t)3;
     const int64_t r0 = (int64_t)ith * per, r1 = r0 + per < w->rows ? r0 + per : w->rows;
     if (r0 >= r1) return;
-    const size_t rb = (size_t)w->cols * av_dtype_traits_of(w->type)->type_size;
+    const size_t rb = ops_row_bytes(w->type, w->cols);
     ops_matvec(w->type, (const char *)w->data + (size_t)r0 * rb, x, y + r0, r1 - r0, w->cols, 1);
 }
 
@@ -457,15 +457,11 @@ int llm_eval(llm_ctx *c, const int32_t *tokens, int n, int pos, float *logits, i
     const int E = hp->n_embd, F = hp->n_ff, hd = hp->head_dim;
     const int qd = hp->n_head * hd, kvd = hp->n_head_kv * hd;
 
-    /* x [n, E] = embedding rows */
-    const size_t esz = av_dtype_traits_of(l->tok_embd.type)->type_size;
-    for (int i = 0; i < n; i++) {
-        const char *row = (const char *)l->tok_embd.data + (size_t)tokens[i] * E * esz;
-        float *x = c->x + (size_t)i * E;
-        if (l->tok_embd.type == AV_F32) memcpy(x, row, (size_t)E * sizeof(float));
-        else if (l->tok_embd.type == AV_F16) av_f16_to_f32_row((const uint16_t *)row, x, E);
-        else av_bf16_to_f32_row((const uint16_t *)row, x, E);
-    }
+    /* x [n, E] = embedding rows, widened from whatever type they are stored in */
+    const size_t erb = ops_row_bytes(l->tok_embd.type, E);
+    const av_to_float_fn widen = av_dtype_traits_of(l->tok_embd.type)->to_float;
+    for (int i = 0; i < n; i++)
+        widen((const char *)l->tok_embd.data + (size_t)tokens[i] * erb, c->x + (size_t)i * E, E);
 
     if (n == 1 && nt > 1) {
         decode_team(c, pos, logits, nt);

@@ -9,6 +9,7 @@
 #include "gguf.h"
 #include "llama2c.h"
 #include "safetensors.h"
+#include "torchpt.h"
 
 av_model *av_model_new(void) {
     av_model *m = calloc(1, sizeof *m);
@@ -136,7 +137,9 @@ av_format av_detect_format(const char *path) {
     if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) return AV_FMT_SAFETENSORS;
     if (av_has_ext(path, ".gguf")) return AV_FMT_GGUF;
     if (av_has_ext(path, ".safetensors") || av_has_ext(path, ".safetensors.index.json")) return AV_FMT_SAFETENSORS;
-    if (av_has_ext(path, ".pt") || av_has_ext(path, ".pth")) return AV_FMT_TORCH;
+    if (av_has_ext(path, ".pt") || av_has_ext(path, ".pth") || av_has_ext(path, ".bin.index.json") ||
+        av_has_ext(path, ".pt.index.json"))
+        return AV_FMT_TORCH;
     if (av_has_ext(path, ".onnx")) return AV_FMT_ONNX;
     /* sniff: GGUF magic, else a llama2.c .bin (no magic of its own) */
     unsigned char b[4] = { 0 };
@@ -146,6 +149,8 @@ av_format av_detect_format(const char *path) {
         close(fd);
         if (r == 4 && memcmp(b, "GGUF", 4) == 0) return AV_FMT_GGUF;
         if (r == 4 && b[0] == 'P' && b[1] == 'K') return AV_FMT_TORCH;
+        /* legacy torch.save: PROTO 2, LONG1 (the magic number) */
+        if (r == 4 && b[0] == 0x80 && b[1] == 0x02 && b[2] == 0x8a) return AV_FMT_TORCH;
     }
     if (av_has_ext(path, ".bin")) return AV_FMT_LLAMA2C;
     return AV_FMT_UNKNOWN;
@@ -157,8 +162,8 @@ int av_model_read(const char *path, av_model **out, av_err *err) {
     case AV_FMT_GGUF: return gguf_read(path, out, err);
     case AV_FMT_SAFETENSORS: return st_read(path, out, err);
     case AV_FMT_LLAMA2C: return l2c_read(path, NULL, out, err);
-    case AV_FMT_TORCH: return av_errf(err, AV_EUNSUPPORTED, "%s: PyTorch files are not supported yet", path);
+    case AV_FMT_TORCH: return pt_read(path, NULL, out, err);
     case AV_FMT_ONNX: return av_errf(err, AV_EUNSUPPORTED, "%s: ONNX files are not supported yet", path);
-    default: return av_errf(err, AV_EUNSUPPORTED, "%s: unknown model format (expected .gguf, .safetensors or llama2.c .bin)", path);
+    default: return av_errf(err, AV_EUNSUPPORTED, "%s: unknown model format (expected .gguf, .safetensors, PyTorch .pt/.pth/.bin or llama2.c .bin)", path);
     }
 }

@@ -12,6 +12,7 @@
 
 #include <cblas.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
@@ -30,9 +31,36 @@
  * pays from ~250 KB (256x256 f32, 512x256 f16) up. */
 #define OPS_MT_MIN_BYTES (256 * 1024)
 
-int ops_weight_supported(av_dtype t) { return t == AV_F32 || t == AV_F16 || t == AV_BF16; }
+int ops_weight_supported(av_dtype t) {
+    if (t == AV_F32 || t == AV_F16 || t == AV_BF16) return 1;
+    const av_dtype_traits *tr = av_dtype_traits_of(t);
+    return tr && tr->is_quantized && tr->to_float != NULL;
+}
 
-static size_t elt_size(av_dtype t) { return t == AV_F32 ? 4 : 2; }
+size_t ops_row_bytes(av_dtype t, int64_t cols) {
+    const av_dtype_traits *tr = av_dtype_traits_of(t);
+    return (size_t)(cols / tr->block_size) * tr->type_size;
+}
+
+/* Quantized rows: widen each row with the type's dequantizer, then an f32
+ * dot. Correct for every type core/quant.c knows; integer dot kernels on
+ * quantized activations (llama.cpp's way) are the faster path still to come. */
+static void matvec_rows_q(av_dtype wt, const void *W, const float *x, float *y, int64_t r0,
+                          int64_t r1, int64_t cols) {
+    const av_dtype_traits *tr = av_dtype_traits_of(wt);
+    const size_t rb = ops_row_bytes(wt, cols);
+    float *buf = malloc((size_t)cols * sizeof *buf);
+    if (!buf) { /* no memory for one row: fall back to nothing sensible but defined */
+        for (int64_t r = r0; r < r1; r++) y[r] = NAN;
+        return;
+    }
+    for (int64_t r = r0; r < r1; r++) {
+        tr->to_float((const char *)W + (size_t)r * rb, buf, cols);
+        y[r] = ops_dot_f32(buf, x, cols);
+    }
+    free(buf);
+}
+
 
 /* ================================================================ refs */
 
@@ -62,8 +90,15 @@ void ops_matvec_ref(av_dtype wt, const void *W, const float *x, float *y, int64_
             y[r] = ops_dot_f32_ref((const float *)W + r * cols, x, cols);
         else if (wt == AV_F16)
             y[r] = ops_dot_f16_ref((const uint16_t *)W + r * cols, x, cols);
-        else
+        else if (wt == AV_BF16)
             y[r] = ops_dot_bf16_ref((const uint16_t *)W + r * cols, x, cols);
+        else { /* quantized: the type's dequantizer, then the f32 dot */
+            float *buf = malloc((size_t)cols * sizeof *buf);
+            if (!buf) { y[r] = NAN; continue; }
+            av_dtype_traits_of(wt)->to_float((const char *)W + (size_t)r * ops_row_bytes(wt, cols), buf, cols);
+            y[r] = ops_dot_f32_ref(buf, x, cols);
+            free(buf);
+        }
     }
 }
 
@@ -400,7 +435,7 @@ float ops_dot_bf16(const uint16_t *w, const float *x, int64_t n) {
 
 static void matvec_rows(av_dtype wt, const void *W, const float *x, float *y, int64_t r0,
                         int64_t r1, int64_t cols) {
-    const char *w = (const char *)W + (size_t)r0 * (size_t)cols * elt_size(wt);
+    const char *w = (const char *)W + (size_t)r0 * ops_row_bytes(wt, cols);
     ops_matvec_ref(wt, w, x, y + r0, r1 - r0, cols);
 }
 
@@ -409,9 +444,11 @@ static void matvec_rows(av_dtype wt, const void *W, const float *x, float *y, in
 // W: [rows, cols] of wt, x: [cols], y: [rows]
 void ops_matvec(av_dtype wt, const void *W, const float *x, float *y, int64_t rows, int64_t cols,
                 int n_threads) {
-    const size_t bytes = (size_t)rows * (size_t)cols * elt_size(wt);
+    const size_t bytes = (size_t)rows * ops_row_bytes(wt, cols);
+    const int quant = wt != AV_F32 && wt != AV_F16 && wt != AV_BF16;
     if (n_threads <= 1 || rows < 8 || bytes < OPS_MT_MIN_BYTES) {
-        matvec_rows(wt, W, x, y, 0, rows, cols);
+        if (quant) matvec_rows_q(wt, W, x, y, 0, rows, cols);
+        else matvec_rows(wt, W, x, y, 0, rows, cols);
         return;
     }
     if (n_threads > rows / 4) n_threads = (int)(rows / 4);
@@ -420,7 +457,8 @@ void ops_matvec(av_dtype wt, const void *W, const float *x, float *y, int64_t ro
 #pragma omp parallel for num_threads(n_threads) schedule(static)
     for (int t = 0; t < n_threads; t++) {
         const int64_t r0 = t * chunk, r1 = r0 + chunk < rows ? r0 + chunk : rows;
-        if (r0 < r1) matvec_rows(wt, W, x, y, r0, r1, cols);
+        if (r0 < r1 && quant) matvec_rows_q(wt, W, x, y, r0, r1, cols);
+        else if (r0 < r1) matvec_rows(wt, W, x, y, r0, r1, cols);
     }
 }
 
@@ -448,8 +486,11 @@ void ops_matmul(av_dtype wt, const void *W, const float *X, float *Y, int64_t n,
             float *dst = scratch + r0 * cols;
             if (wt == AV_F16)
                 av_f16_to_f32_row((const uint16_t *)W + r0 * cols, dst, nr * cols);
-            else
+            else if (wt == AV_BF16)
                 av_bf16_to_f32_row((const uint16_t *)W + r0 * cols, dst, nr * cols);
+            else
+                av_dtype_traits_of(wt)->to_float((const char *)W + (size_t)r0 * ops_row_bytes(wt, cols),
+                                                 dst, nr * cols);
             Wf = dst;
         }
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)nr, (int)cols, 1.0f, X,

@@ -7,12 +7,17 @@
 #ifndef AV_OPS_H
 #define AV_OPS_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "dtype.h"
 
-/* 1 when ops_matvec/ops_matmul accept weights of type t. */
+/* 1 when ops_matvec/ops_matmul accept weights of type t: F32, F16, BF16 and
+ * every quantized type with a dequantizer (core/quant.c). */
 int ops_weight_supported(av_dtype t);
+
+/* Bytes of one row of cols elements of type t (cols a whole number of blocks). */
+size_t ops_row_bytes(av_dtype t, int64_t cols);
 
 /* dot(w, x) over n elements, w in the named type, x f32. */
 float ops_dot_f32(const float *w, const float *x, int64_t n);

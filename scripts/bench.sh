@@ -53,7 +53,7 @@ free_kb=$(df -Pk "$DIR" | awk 'NR == 2 { print $4 }')
 MK=$DIR/mkgguf
 if [ ! -x "$MK" ] || [ "$ROOT/scripts/bench/mkgguf.c" -nt "$MK" ] || [ "$LIB" -nt "$MK" ]; then
   ${CC:-cc} -O2 -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -fopenmp -I"$ROOT/core" \
-    "$ROOT/scripts/bench/mkgguf.c" "$LIB" -ljansson -lm -fopenmp -o "$MK.tmp"
+    "$ROOT/scripts/bench/mkgguf.c" "$LIB" $(sed -n 's/^LDLIBS *:= *//p' "$ROOT/Makefile") -o "$MK.tmp"
   mv "$MK.tmp" "$MK"
 fi
 NOFSYNC=$DIR/nofsync.so
@@ -211,3 +211,6 @@ bash "$(dirname "$0")/bench_tokenizer.sh" "$BIN"
 
 # anvil run: pp/tg tokens/s vs llama-bench, and the decode memory-bandwidth bound (issue: anvil run)
 bash "$(dirname "$0")/bench_run.sh" "$BIN"
+
+# HF folder and PyTorch .pt -> GGUF: wall time and peak RSS vs cp (issue: PyTorch/HF)
+bash "$(dirname "$0")/bench_convert_torch.sh" "$BIN"

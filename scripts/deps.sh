@@ -10,6 +10,7 @@ PKGS=(
   libcriterion-dev                                       # unit tests
   libopenmpi-dev openmpi-bin                             # multi-node training
   python3 python3-numpy                                  # fixture generators only, never at runtime
+  python3-torch                                          # tests: torch.load(weights_only=True) of written .pt
   xz-utils zstd                                          # unpacking peers' tools, dataset tooling
   sentencepiece                                          # spm_train: tokenizer training peer (make bench)
 )

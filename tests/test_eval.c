@@ -105,3 +105,68 @@ Test(eval, rejects_short_text_and_odd_context) {
     cr_assert(strstr(e.msg, "100 tokens"), "%s", e.msg);
     unload(&r);
 }
+
+/* Quantized d256, made by core/quant.c (bit-identical to llama-quantize's
+ * output, see test_quant), against F32 over the whole text: the quantized
+ * PPL within 0.1 % of llama-perplexity's, KLD statistics and top-1
+ * agreement within 5 % of llama.cpp's --kl-divergence figures. */
+#include "quant.h"
+
+static av_model *quantized(const av_model *src, const char *type) {
+    av_err e = {0};
+    const q_ftype_info *ft = q_ftype_from_name(type);
+    cr_assert(ft, "%s", type);
+    q_plan plan;
+    cr_assert_eq(q_plan_model(src, ft, NULL, &plan, &e), 0, "%s", e.msg);
+    av_model *m = NULL;
+    cr_assert_eq(gguf_read(shared_path("reference/llamacpp/stories-d256-f32.gguf"), &m, &e), 0);
+    for (size_t i = 0; i < m->n_tensors; i++) {
+        if (!plan.items[i].quantize) continue;
+        av_tensor *t = &m->tensors[i];
+        void *data;
+        size_t nb;
+        cr_assert_eq(q_quantize_tensor(t, plan.items[i].type, NULL, &data, &nb, &e), 0, "%s", e.msg);
+        t->data = t->owned = data;
+        t->dtype = t->src_dtype = plan.items[i].type;
+    }
+    q_plan_release(&plan);
+    return m;
+}
+
+static void check_quant(const char *type) {
+    json_error_t je;
+    json_t *ref = json_load_file(shared_path("reference/llamacpp/perplexity.json"), 0, &je);
+    cr_assert(ref, "%s", je.text);
+    json_t *want = json_object_get(json_object_get(json_object_get(ref, "results"), "stories-d256"), type);
+    char key[64];
+    snprintf(key, sizeof key, "stories-d256 %s vs F32", type);
+    json_t *wk = json_object_get(json_object_get(ref, "kld"), key);
+    cr_assert(want && wk, "no reference for %s", type);
+    loaded r = load("stories-d256-f32.gguf");
+    av_model *qm = quantized(r.m, type);
+    av_err e = {0};
+    llm *ql = NULL;
+    cr_assert_eq(llm_new(qm, type, &ql, &e), 0, "%s", e.msg);
+    ev_opts o = {.n_ctx = 256, .n_threads = 1, .bos = 1};
+    ev_compare c;
+    cr_assert_eq(ev_compare_models(r.l, ql, r.ids, r.n, &o, &c, &e), 0, "%s", e.msg);
+    const double wp = json_real_value(json_object_get(want, "ppl"));
+    cr_assert_lt(fabs(c.test.ppl / wp - 1), 1e-3, "%s PPL %.4f vs llama.cpp %.4f", type, c.test.ppl, wp);
+    const struct { const char *k; double have, scale; } stats[] = {
+        {"mean_kld", c.kld_mean, 1}, {"median_kld", c.kld_median, 1}, {"p99_kld", c.kld_p99, 1},
+        {"same_top_p_percent", c.top1, 100}};
+    for (size_t i = 0; i < sizeof stats / sizeof *stats; i++) {
+        const double w = json_real_value(json_object_get(wk, stats[i].k));
+        cr_assert_lt(fabs(stats[i].have * stats[i].scale / w - 1), 0.05, "%s %s: %.6f vs llama.cpp %.6f",
+                     type, stats[i].k, stats[i].have * stats[i].scale, w);
+    }
+    cr_log_info("%s: PPL %.4f (llama.cpp %.4f), KLD mean %.6f median %.6f p99 %.6f, top1 %.3f %%",
+                type, c.test.ppl, wp, c.kld_mean, c.kld_median, c.kld_p99, 100 * c.top1);
+    llm_free(ql);
+    av_model_free(qm);
+    unload(&r);
+    json_decref(ref);
+}
+
+Test(eval, quant_q4_0_vs_llamacpp, .timeout = 900) { check_quant("Q4_0"); }
+Test(eval, quant_q4_k_m_vs_llamacpp, .timeout = 900) { check_quant("Q4_K_M"); }

@@ -298,11 +298,11 @@ Test(llm, rejects_shape_mismatch_and_missing_tensor) {
     expect_load_error(m, AV_EFORMAT, "head_count_kv");
 }
 
-Test(llm, rejects_quantized_weights_for_now) {
+Test(llm, rejects_weight_types_without_kernels) {
     av_model *m = converted_260k();
     av_tensor *t = av_model_find(m, "blk.0.attn_q.weight");
-    t->dtype = t->src_dtype = AV_Q8_0;
-    expect_load_error(m, AV_EUNSUPPORTED, "q8_0");
+    t->dtype = t->src_dtype = AV_IQ2_XXS;
+    expect_load_error(m, AV_EUNSUPPORTED, "iq2_xxs");
 }
 
 /* HF folder (rotate_half layout, HF names): after hf_llama_to_gguf every

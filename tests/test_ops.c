@@ -81,7 +81,9 @@ Test(ops, weight_supported) {
     cr_expect(ops_weight_supported(AV_F32));
     cr_expect(ops_weight_supported(AV_F16));
     cr_expect(ops_weight_supported(AV_BF16));
-    cr_expect(!ops_weight_supported(AV_Q8_0));
+    cr_expect(ops_weight_supported(AV_Q8_0)); /* dequantizer from core/quant.c */
+    cr_expect(ops_weight_supported(AV_Q4_K));
+    cr_expect(!ops_weight_supported(AV_IQ2_XXS));
     cr_expect(!ops_weight_supported(AV_I32));
 }
 
@@ -410,4 +412,33 @@ Test(ops, attention_matches_ref) {
             for (int e = 0; e < hd; e++) cr_expect_float_eq(a[hd + e], v[hd + e], 1e-6);
         free(q), free(k), free(v), free(sc), free(a), free(b);
     }
+}
+
+/* ------------------------------------------------------------------ quantized rows */
+
+Test(ops, matvec_quantized_equals_dequantized_dot) {
+    uint64_t s = 21;
+    const int64_t rows = 9, cols = 512;
+    float *wf = malloc(sizeof(float) * rows * cols), *x = malloc(sizeof(float) * cols);
+    float *deq = malloc(sizeof(float) * rows * cols), y[9], yr[9], want[9];
+    fill(&s, wf, rows * cols, -1, 1);
+    fill(&s, x, cols, -1, 1);
+    const av_dtype types[] = {AV_Q8_0, AV_Q4_0, AV_Q5_1, AV_Q4_K, AV_Q6_K, AV_Q2_K};
+    for (int k = 0; k < NELEM(types); k++) {
+        const av_dtype_traits *tr = av_dtype_traits_of(types[k]);
+        size_t rb = ops_row_bytes(types[k], cols);
+        cr_assert_eq(rb, (size_t)(cols / tr->block_size) * tr->type_size);
+        void *q = malloc(rb * rows);
+        tr->from_float(wf, q, rows * cols);
+        tr->to_float(q, deq, rows * cols);
+        for (int r = 0; r < rows; r++) want[r] = ops_dot_f32_ref(deq + r * cols, x, cols);
+        ops_matvec(types[k], q, x, y, rows, cols, 2);
+        ops_matvec_ref(types[k], q, x, yr, rows, cols);
+        for (int r = 0; r < rows; r++) {
+            cr_expect_float_eq(y[r], want[r], 1e-4, "%s row %d", tr->name, r);
+            cr_expect_float_eq(yr[r], want[r], 1e-4, "%s ref row %d", tr->name, r);
+        }
+        free(q);
+    }
+    free(wf), free(x), free(deq);
 }
