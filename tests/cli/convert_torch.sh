@@ -199,3 +199,14 @@ check "  no output left" [ ! -e "$TMP/x.gguf" ]
 run "$BIN/anvil" convert "$REF" "$TMP/x.bad"
 check "unknown output extension -> usage error (exit 2)" [ "$RC" -eq 2 ]
 chmod 755 "$TMP/ro"
+
+# hostile checkpoints through the CLI: exit 1, one line naming the file, no output, nothing run
+FIX=$(cd "$(dirname "$0")/../fixtures/torch" && pwd)
+for h in h_os_system h_eval h_subprocess h_stack_global h_inst h_marks h_zip_bomb h_traversal h_out_of_range; do
+  rm -f "$TMP/pwned"
+  expect_fail "hostile $h.pt -> GGUF rejected" "$h.pt" 1 "$BIN/anvil-convert" "$FIX/$h.pt" "$TMP/$h.gguf" -q
+  check "  $h: no output, no temp file, nothing executed" \
+    bash -c '! ls "$0"/'"$h"'.gguf* >/dev/null 2>&1 && [ ! -e "$0/pwned" ]' "$TMP"
+done
+run "$BIN/anvil-convert" "$FIX/h_os_system.pt" "$TMP/x.gguf" -q
+check "  the refused global is named" grep -q "os.system" <<<"$ERR"
