@@ -229,3 +229,105 @@ done:
     free(s.kld);
     return rc;
 }
+
+/* ---- importance matrix ---------------------------------------------- */
+
+typedef struct im_entry {
+    const llm_weight *w;
+    float *sum2; /* [w->cols], summed in float as llama-imatrix does */
+    double rows;
+} im_entry;
+
+typedef struct im_state {
+    im_entry *e;
+    int n;
+} im_state;
+
+static void observe_im(void *ud, const llm_weight *w, const float *X, int n) {
+    im_state *s = ud;
+    for (int k = 0; k < s->n; k++) {
+        if (s->e[k].w != w) continue;
+        float *acc = s->e[k].sum2;
+        for (int i = 0; i < n; i++) {
+            const float *x = X + (size_t)i * w->cols;
+            for (int64_t j = 0; j < w->cols; j++) acc[j] += x[j] * x[j];
+        }
+        s->e[k].rows += n;
+        return;
+    }
+}
+
+static int cmp_entry(const void *a, const void *b) {
+    return strcmp(((const im_entry *)a)->w->name, ((const im_entry *)b)->w->name);
+}
+
+int ev_imatrix(const llm *l, const int32_t *tokens, size_t n, const ev_opts *o, const char *dataset,
+               av_model **out, av_err *err) {
+    *out = NULL;
+    int n_chunks, n_batch, rc;
+    if ((rc = check_opts(o, n, &n_chunks, &n_batch, err))) return rc;
+    const int C = o->n_ctx, L = l->hp.n_layer;
+    im_state s = {calloc((size_t)L * 7, sizeof(im_entry)), L * 7};
+    int32_t *chunk = malloc((size_t)C * sizeof *chunk);
+    llm_ctx *c = NULL;
+    av_model *m = NULL;
+    if (!s.e || !chunk) goto oom;
+    for (int i = 0; i < L; i++) {
+        const llm_layer *ly = &l->layers[i];
+        const llm_weight *ws[7] = {&ly->wq, &ly->wk, &ly->wv, &ly->wo, &ly->w_gate, &ly->w_up, &ly->w_down};
+        for (int k = 0; k < 7; k++) {
+            s.e[i * 7 + k].w = ws[k];
+            if (!(s.e[i * 7 + k].sum2 = calloc((size_t)ws[k]->cols, sizeof(float)))) goto oom;
+        }
+    }
+    if ((rc = llm_ctx_new(l, C, n_batch, &c, err))) goto done;
+    llm_ctx_set_observer(c, observe_im, &s);
+    for (int k = 0; k < n_chunks; k++) {
+        memcpy(chunk, tokens + (size_t)k * C, (size_t)C * sizeof *chunk);
+        if (o->bos >= 0) chunk[0] = o->bos;
+        for (int b = 0; b < C; b += n_batch) {
+            const int nb = C - b < n_batch ? C - b : n_batch;
+            if ((rc = llm_eval(c, chunk + b, nb, b, NULL, 0, o->n_threads, err))) goto done;
+        }
+        if (o->progress) o->progress(o->ud, k, n_chunks, 0);
+    }
+    qsort(s.e, (size_t)s.n, sizeof *s.e, cmp_entry);
+    if (!(m = av_model_new())) goto oom;
+    const char *ds[1] = {dataset ? dataset : ""};
+    if (av_kvs_set_str(&m->kv, "general.type", "imatrix") ||
+        av_kvs_set_str_arr(&m->kv, "imatrix.datasets", ds, NULL, 1) ||
+        av_kvs_set_u32(&m->kv, "imatrix.chunk_count", (uint32_t)n_chunks) ||
+        av_kvs_set_u32(&m->kv, "imatrix.chunk_size", (uint32_t)C))
+        goto oom;
+    for (int k = 0; k < s.n; k++) {
+        char name[512];
+        int64_t shape[1] = {s.e[k].w->cols}, one[1] = {1};
+        float *cnt = malloc(sizeof *cnt);
+        if (!cnt) goto oom;
+        *cnt = (float)s.e[k].rows;
+        snprintf(name, sizeof name, "%s.in_sum2", s.e[k].w->name);
+        if (!av_model_add_tensor(m, name, AV_F32, 1, shape, s.e[k].sum2, s.e[k].sum2)) {
+            free(cnt);
+            goto oom;
+        }
+        s.e[k].sum2 = NULL; /* the model owns it now */
+        snprintf(name, sizeof name, "%s.counts", s.e[k].w->name);
+        if (!av_model_add_tensor(m, name, AV_F32, 1, one, cnt, cnt)) {
+            free(cnt);
+            goto oom;
+        }
+    }
+    *out = m;
+    m = NULL;
+    rc = 0;
+    goto done;
+oom:
+    rc = av_errf(err, AV_ENOMEM, "out of memory");
+done:
+    for (int k = 0; s.e && k < s.n; k++) free(s.e[k].sum2);
+    free(s.e);
+    free(chunk);
+    llm_ctx_free(c);
+    av_model_free(m);
+    return rc;
+}

@@ -51,6 +51,17 @@ typedef struct ev_compare {
 int ev_compare_models(const llm *base, const llm *test, const int32_t *tokens, size_t n,
                       const ev_opts *o, ev_compare *out, av_err *err);
 
+/* Importance matrix as llama-imatrix collects it: over every token of
+ * floor(n/n_ctx) BOS-led chunks, the per-column sum of squared inputs of
+ * each layer weight (output and embeddings excluded, as llama-imatrix does
+ * by default) and the number of rows summed. *out is a new model in
+ * llama.cpp's imatrix GGUF form (general.type "imatrix", imatrix.datasets /
+ * chunk_count / chunk_size, tensors "<weight>.in_sum2" [cols] and
+ * "<weight>.counts" [1], sorted by name) ready for gguf_write; dataset names
+ * the text. Errors: as ev_perplexity. */
+int ev_imatrix(const llm *l, const int32_t *tokens, size_t n, const ev_opts *o, const char *dataset,
+               av_model **out, av_err *err);
+
 /* log softmax(logits)[tok] the way llama.cpp computes it (max-subtracted,
  * sum of expf in double). */
 double ev_log_softmax(const float *logits, int n_vocab, int32_t tok);

@@ -34,6 +34,8 @@ struct llm_ctx {
     float *hg, *hu;           /* [n_batch][n_ff] */
     float *scores;            /* [n_threads_max][ATT_BLOCK][n_ctx] */
     float *wscratch;          /* widened F16/BF16 weights for sgemm, or NULL */
+    llm_observer observe;     /* sees every product's input, or NULL */
+    void *observe_ud;
     int n_scores;
 };
 
@@ -97,6 +99,7 @@ static int get_weight(const av_model *m, const char *name, const char *tname, in
         return av_errf(err, AV_EUNSUPPORTED,
                        "%s: tensor '%s' is %s; the forward pass takes f32, f16 or bf16 weights",
                        name, tname, av_dtype_name(t->src_dtype));
+    w->name = t->name;
     w->data = t->data;
     w->type = t->src_dtype;
     w->rows = rows;
@@ -228,6 +231,11 @@ void llm_free(llm *l) {
 
 int llm_ctx_n_ctx(const llm_ctx *c) { return c->n_ctx; }
 
+void llm_ctx_set_observer(llm_ctx *c, llm_observer fn, void *ud) {
+    c->observe = fn;
+    c->observe_ud = ud;
+}
+
 static int threads_max(void) {
     int n = omp_get_num_procs();
     return n > 0 ? n : 1;
@@ -313,6 +321,7 @@ int llm_ctx_copy(llm_ctx *dst, const llm_ctx *src, int n_pos, av_err *err) {
 
 /* Y [n, w->rows] = X [n, w->cols] W^T */
 static void linear(llm_ctx *c, const llm_weight *w, const float *X, float *Y, int n, int nt) {
+    if (c->observe) c->observe(c->observe_ud, w, X, n);
     if (n == 1) ops_matvec(w->type, w->data, X, Y, w->rows, w->cols, nt);
     else ops_matmul(w->type, w->data, X, Y, n, w->rows, w->cols, c->wscratch, nt);
 }
@@ -463,7 +472,7 @@ int llm_eval(llm_ctx *c, const int32_t *tokens, int n, int pos, float *logits, i
     for (int i = 0; i < n; i++)
         widen((const char *)l->tok_embd.data + (size_t)tokens[i] * erb, c->x + (size_t)i * E, E);
 
-    if (n == 1 && nt > 1) {
+    if (n == 1 && nt > 1 && !c->observe) {
         decode_team(c, pos, logits, nt);
         return 0;
     }

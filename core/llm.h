@@ -22,6 +22,7 @@ typedef struct llm_hparams {
 } llm_hparams;
 
 typedef struct llm_weight {
+    const char *name; /* the tensor's name in the model */
     const void *data; /* view into the model's mmap or buffer */
     av_dtype type;    /* F32, F16 or BF16 */
     int64_t rows, cols;
@@ -65,6 +66,12 @@ int llm_ctx_n_ctx(const llm_ctx *c);
  * Errors: AV_EINVAL (token id out of range, pos+n > n_ctx, n > n_batch). */
 int llm_eval(llm_ctx *c, const int32_t *tokens, int n, int pos, float *logits, int all_logits,
              int n_threads, av_err *err);
+
+/* Observer of every matrix product's input (importance matrices): called as
+ * fn(ud, w, X, n) with X [n, w->cols] the activations multiplied by weight w,
+ * before the product. NULL removes it. Tied output/embedding included. */
+typedef void (*llm_observer)(void *ud, const llm_weight *w, const float *X, int n);
+void llm_ctx_set_observer(llm_ctx *c, llm_observer fn, void *ud);
 
 /* Copy positions [0, n_pos) of src's KV cache into dst (same llm, n_ctx). */
 int llm_ctx_copy(llm_ctx *dst, const llm_ctx *src, int n_pos, av_err *err);

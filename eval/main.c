@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "eval.h"
+#include "gguf.h"
 #include "io.h"
 #include "loader.h"
 
@@ -18,6 +19,7 @@ static void usage(FILE *f) {
     fprintf(f,
             "usage: anvil eval perplexity MODEL --text FILE [-c CTX] [-b BATCH] [-t THREADS] [--json]\n"
             "       anvil eval compare BASE TEST --text FILE [-c CTX] [--gate EXPR] [--json]\n"
+            "       anvil eval imatrix MODEL --text FILE -o IMATRIX.gguf [-c CTX]\n"
             "\n"
             "perplexity: the text (BOS first) is cut into floor(tokens/CTX) chunks, each starting with\n"
             "  BOS; the second half of each chunk is scored, as llama-perplexity does. Running values\n"
@@ -25,6 +27,9 @@ static void usage(FILE *f) {
             "compare: both models on the same chunks: mean/median/p99 KL divergence KL(BASE||TEST),\n"
             "  top-1 agreement, both perplexities and their ratio. With --gate the exit code is 3 when\n"
             "  a condition fails (0 when all hold), for CI.\n"
+            "imatrix: importance matrix as llama-imatrix collects it (sum of squared inputs of every\n"
+            "  layer weight over all chunk tokens), written in llama.cpp's imatrix GGUF form, which\n"
+            "  anvil quantize --imatrix and llama-quantize --imatrix read.\n"
             "\n"
             "  --text FILE        text to score (required)\n"
             "  -c, --ctx-size N   chunk length (default 512; even, >= 4)\n"
@@ -35,6 +40,7 @@ static void usage(FILE *f) {
             "  --gate EXPR        comma-separated conditions METRIC OP VALUE, OP one of <= >= < >,\n"
             "                     METRIC one of ppl_ratio kld kld_median kld_p99 kld_max top1 ppl\n"
             "                     ppl_base, e.g. \"ppl_ratio<=1.02,kld<=0.05,top1>=0.9\"\n"
+            "  -o, --output FILE  imatrix output (.gguf)\n"
             "  --json             one JSON object on stdout instead of text\n"
             "  -q, --quiet        no running values on stderr\n"
             "  -h, --help\n"
@@ -50,7 +56,7 @@ static void usage(FILE *f) {
     } while (0)
 
 typedef struct opts {
-    const char *cmd, *model[2], *text, *tokenizer, *gate;
+    const char *cmd, *model[2], *text, *tokenizer, *gate, *output;
     int n_ctx, n_batch, n_threads, max_chunks, json, quiet;
 } opts;
 
@@ -126,6 +132,12 @@ static void progress(void *ud, int chunk, int n_chunks, double running) {
     if ((chunk + 1) % 16 == 0 || chunk + 1 == n_chunks) fputc('\n', stderr);
 }
 
+static void progress_plain(void *ud, int chunk, int n_chunks, double unused) {
+    (void)unused;
+    if (*(int *)ud) return;
+    fprintf(stderr, "\rchunk %d/%d", chunk + 1, n_chunks);
+}
+
 static json_t *ppl_json(const ev_ppl *p) {
     json_t *j = json_object();
     json_object_set_new(j, "ppl", json_real(p->ppl));
@@ -152,6 +164,7 @@ int main(int argc, char **argv) {
             if (!strcmp(a, "--text")) o.text = v;
             else if (!strcmp(a, "--tokenizer")) o.tokenizer = v;
             else if (!strcmp(a, "--gate")) o.gate = v;
+            else if (!strcmp(a, "-o") || !strcmp(a, "--output")) o.output = v;
             else if (!strcmp(a, "-c") || !strcmp(a, "--ctx-size")) {
                 if (parse_int(v, 4, 1 << 20, &o.n_ctx) || o.n_ctx % 2)
                     USAGE_ERR("-c '%s' is not an even number >= 4", v);
@@ -168,10 +181,12 @@ int main(int argc, char **argv) {
         else if (npos < 2) o.model[npos++] = a;
         else USAGE_ERR("unexpected argument '%s'", a);
     }
-    if (!o.cmd) USAGE_ERR("no subcommand (perplexity or compare)");
-    const int cmp = !strcmp(o.cmd, "compare");
-    if (!cmp && strcmp(o.cmd, "perplexity"))
-        USAGE_ERR("unknown subcommand '%s' (perplexity or compare)", o.cmd);
+    if (!o.cmd) USAGE_ERR("no subcommand (perplexity, compare or imatrix)");
+    const int cmp = !strcmp(o.cmd, "compare"), imx = !strcmp(o.cmd, "imatrix");
+    if (!cmp && !imx && strcmp(o.cmd, "perplexity"))
+        USAGE_ERR("unknown subcommand '%s' (perplexity, compare or imatrix)", o.cmd);
+    if (imx && !o.output) USAGE_ERR("imatrix needs -o IMATRIX.gguf");
+    if (!imx && o.output) USAGE_ERR("-o goes with imatrix");
     if (npos != (cmp ? 2 : 1)) USAGE_ERR("%s takes %s", o.cmd, cmp ? "BASE and TEST models" : "one MODEL");
     if (!o.text) USAGE_ERR("--text FILE is required");
     char msg[256];
@@ -193,7 +208,21 @@ int main(int argc, char **argv) {
                   .bos = tok_bos(x[0].tok), .max_chunks = o.max_chunks, .progress = progress,
                   .ud = &o.quiet};
     if (o.json) o.quiet = 1;
-    if (!cmp) {
+    if (imx) {
+        av_model *im = NULL;
+        eo.progress = progress_plain;
+        const char *base = strrchr(o.text, '/');
+        if (ev_imatrix(x[0].llm, ids, n_ids, &eo, base ? base + 1 : o.text, &im, &err) ||
+            gguf_write(im, o.output, NULL, NULL, &err)) {
+            av_model_free(im);
+            goto fail;
+        }
+        if (!o.quiet) fprintf(stderr, "\n");
+        printf("%s: %zu tensors from %d chunks of %d tokens\n", o.output, im->n_tensors,
+               (int)(n_ids / (size_t)o.n_ctx), o.n_ctx);
+        av_model_free(im);
+        rc = 0;
+    } else if (!cmp) {
         ev_ppl p;
         if (ev_perplexity(x[0].llm, ids, n_ids, &eo, &p, &err)) goto fail;
         if (o.json) {

@@ -214,3 +214,6 @@ bash "$(dirname "$0")/bench_run.sh" "$BIN"
 
 # HF folder and PyTorch .pt -> GGUF: wall time and peak RSS vs cp (issue: PyTorch/HF)
 bash "$(dirname "$0")/bench_convert_torch.sh" "$BIN"
+
+# anvil quantize vs llama-quantize, every file type (issue: anvil quantize)
+bash "$(dirname "$0")/bench_quantize.sh" "$BIN"

@@ -55,3 +55,30 @@ expect_fail "bad gate operator" "kld=1" 2 "$EVAL" compare "$S260" "$S260" --text
 expect_fail "compare needs two models" "BASE and TEST" 2 "$EVAL" compare "$S260" --text "$TEXT"
 expect_fail "unknown subcommand" "imatrix2" 2 "$EVAL" imatrix2 "$S260" --text "$TEXT"
 check "--help" bash -c '"$0" --help | grep -q "gate"' "$EVAL"
+
+# imatrix: the same statistics as llama-imatrix (reference imatrix-d256.gguf, ctx 256, whole text)
+run "$EVAL" imatrix "$D256" --text "$TEXT" -c 256 -t 1 -q -o "$TMP/im.gguf"
+check "imatrix written" test "$RC" -eq 0 -a -s "$TMP/im.gguf"
+check "imatrix: same keys, tensors and counts as llama-imatrix's, values within 0.1 %" python3 -c '
+import array, sys
+sys.path.insert(0, sys.argv[3])
+from gguf_hashes import read
+mine, ref = read(sys.argv[1]), read(sys.argv[2])
+assert [k for k, _, _ in mine["kv"]] == [k for k, _, _ in ref["kv"]], mine["kv"]
+assert [v for k, _, v in mine["kv"]] == [v for k, _, v in ref["kv"]], (mine["kv"], ref["kv"])
+assert mine["tensor_order"] == ref["tensor_order"]
+a, b = open(sys.argv[1], "rb").read(), open(sys.argv[2], "rb").read()
+def vals(buf, t):
+    return array.array("f", buf[t["data_offset"]:t["data_offset"] + t["n_bytes"]])
+worst = 0
+for name in ref["tensor_order"]:
+    x, y = vals(a, mine["tensors"][name]), vals(b, ref["tensors"][name])
+    if name.endswith(".counts"):
+        assert x == y, (name, x, y)
+    for p, q in zip(x, y):
+        worst = max(worst, abs(p - q) / abs(q))
+assert worst < 1e-3, worst
+print("# max relative difference", worst)' "$TMP/im.gguf" "$REF/imatrix-d256.gguf" "$(cd "$(dirname "$0")/../../scripts/fixtures" && pwd)"
+"$BIN/anvil-quantize" "$D256" "$TMP/q4km.gguf" Q4_K_M --imatrix "$TMP/im.gguf" -q
+check "anvil quantize --imatrix takes the collected file" test -s "$TMP/q4km.gguf"
+expect_fail "imatrix without -o" "-o" 2 "$EVAL" imatrix "$D256" --text "$TEXT"

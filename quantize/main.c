@@ -1,0 +1,371 @@
+/* anvil quantize — IN.gguf -> OUT.gguf at a llama-quantize file type, with
+ * llama-quantize's per-tensor type choice, tensor order and metadata, so the
+ * output is byte-identical to llama.cpp's (commit 3f545bec).
+ *
+ * read GGUF -> q_plan_model (every tensor's type, fallbacks, refusals) ->
+ * validate everything (requantize, imatrix sizes) -> quantize each tensor into
+ * memory -> reorder as llama.cpp's weights_map -> metadata -> gguf_write
+ * (OUT.tmp, fsync, rename). Nothing is written until every check passed. */
+#include <errno.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gguf.h"
+#include "progress.h"
+#include "quant.h"
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: anvil quantize IN.gguf OUT.gguf TYPE [NTHREADS] [--imatrix FILE] [--pure]\n"
+            "                      [--output-tensor-type T] [--token-embedding-type T]\n"
+            "                      [--leave-output-tensor] [--allow-requantize] [-t N] [--json] [-q]\n"
+            "\n"
+            "Quantize a GGUF model as llama.cpp's llama-quantize does: the same per-tensor types\n"
+            "(the mixes' Q6_K/Q5_K layers, output.weight Q6_K, 1-D tensors kept F32, fallback types\n"
+            "when a row is not whole blocks), the same bytes, tensor order and metadata\n"
+            "(general.quantization_version, general.file_type, quantize.imatrix.*).\n"
+            "\n"
+            "TYPE (case-insensitive; llama-quantize's numeric ids also work):\n");
+    size_t n;
+    const q_ftype_info *ft = q_ftype_list(&n);
+    for (size_t i = 0; i < n; i++) fprintf(f, "  %-7s %2d  %s\n", ft[i].name, (int)ft[i].ftype, ft[i].desc);
+    fprintf(f,
+            "\n"
+            "  --imatrix FILE              importance matrix from llama-imatrix (GGUF or legacy .dat)\n"
+            "  --pure                      no mixes: every quantizable tensor gets TYPE's base type\n"
+            "  --output-tensor-type T      type of output.weight (ggml name: q8_0, f16, q6_K, ...)\n"
+            "  --token-embedding-type T    type of token_embd.weight\n"
+            "  --leave-output-tensor       keep output.weight as it is\n"
+            "  --allow-requantize          accept already-quantized input tensors (quality suffers)\n"
+            "  -t, --threads N             threads (also the optional 4th positional argument, as\n"
+            "                              llama-quantize takes it); the output does not depend on it\n"
+            "  --json                      one JSON object on stdout instead of the table\n"
+            "  -q, --quiet                 no table, warnings or progress\n"
+            "  -h, --help\n"
+            "\n"
+            "Output is written to OUT.tmp.<pid>, fsync'd and renamed: a refused or failed run leaves\n"
+            "no file. Exit codes: 0 ok, 1 failure (one line naming the file), 2 usage error.\n");
+}
+
+#define USAGE_ERR(...)                                         \
+    do {                                                       \
+        fprintf(stderr, "anvil quantize: " __VA_ARGS__);       \
+        fprintf(stderr, " (see anvil quantize --help)\n");     \
+        return 2;                                              \
+    } while (0)
+
+static int parse_int(const char *s, long lo, long hi, int *out) {
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi) return -1;
+    *out = (int)v;
+    return 0;
+}
+
+/* A ggml tensor type name for --output-tensor-type / --token-embedding-type. */
+static int tensor_type(const char *s) {
+    int t = av_dtype_from_name(s);
+    if (t < 0 || !q_can_quantize((av_dtype)t) || t == AV_Q8_1 || t == AV_Q8_K) return -1;
+    return t;
+}
+
+/* llama.cpp's weights_map order (llama_model_loader::weight_name_comparer):
+ * tensors outside blocks first, then blocks by number, by name within each.
+ * The output file lists tensors in this order. */
+static int layer_key(const char *name) {
+    int l = -1;
+    if (sscanf(name, "blk.%d.", &l) != 1) l = -1;
+    return l;
+}
+static const av_model *g_sort_model;
+static int cmp_order(const void *a, const void *b) {
+    const av_tensor *x = &g_sort_model->tensors[*(const size_t *)a];
+    const av_tensor *y = &g_sort_model->tensors[*(const size_t *)b];
+    int lx = layer_key(x->name), ly = layer_key(y->name);
+    if (lx != ly) return lx < ly ? -1 : 1;
+    return strcmp(x->name, y->name);
+}
+
+/* Permute the model's tensors and the plan items together into llama.cpp's order. */
+static int reorder(av_model *m, q_plan *p, av_err *err) {
+    size_t n = m->n_tensors;
+    size_t *ord = malloc((n ? n : 1) * sizeof *ord);
+    av_tensor *t = malloc((n ? n : 1) * sizeof *t);
+    q_plan_item *it = malloc((n ? n : 1) * sizeof *it);
+    if (!ord || !t || !it) {
+        free(ord), free(t), free(it);
+        return av_errf(err, AV_ENOMEM, "out of memory");
+    }
+    for (size_t i = 0; i < n; i++) ord[i] = i;
+    g_sort_model = m; /* qsort has no context argument in C11 */
+    qsort(ord, n, sizeof *ord, cmp_order);
+    for (size_t i = 0; i < n; i++) t[i] = m->tensors[ord[i]], it[i] = p->items[ord[i]];
+    memcpy(m->tensors, t, n * sizeof *t);
+    memcpy(p->items, it, n * sizeof *it);
+    free(ord), free(t), free(it);
+    return 0;
+}
+
+/* Re-append key at the end with a u32 value, as gguf_set_val_u32 does (it
+ * removes an existing key first, so the key moves to the end). */
+static int kv_append_u32(av_kvs *kv, const char *key, uint32_t v) {
+    av_kvs_remove(kv, key);
+    return av_kvs_set_u32(kv, key, v);
+}
+static int kv_append_str(av_kvs *kv, const char *key, const char *s) {
+    av_kvs_remove(kv, key);
+    return av_kvs_set_str(kv, key, s);
+}
+
+/* llama-quantize's metadata: the input's keys, then general.quantization_version,
+ * general.file_type (moved to the end), split keys removed, imatrix keys last. */
+static int set_metadata(av_model *m, const q_ftype_info *ft, const char *imatrix_path, const q_imatrix *im,
+                        av_err *err) {
+    int rc = 0;
+    if ((rc = kv_append_u32(&m->kv, "general.quantization_version", Q_QNT_VERSION)) ||
+        (rc = kv_append_u32(&m->kv, "general.file_type", (uint32_t)ft->ftype)))
+        goto fail;
+    av_kvs_remove(&m->kv, "split.no");
+    av_kvs_remove(&m->kv, "split.count");
+    av_kvs_remove(&m->kv, "split.tensors.count");
+    if (im) {
+        if ((rc = kv_append_str(&m->kv, "quantize.imatrix.file", imatrix_path))) goto fail;
+        if (im->dataset && (rc = kv_append_str(&m->kv, "quantize.imatrix.dataset", im->dataset))) goto fail;
+        if ((rc = kv_append_u32(&m->kv, "quantize.imatrix.entries_count", (uint32_t)im->n))) goto fail;
+        if (im->chunk_count > 0 &&
+            (rc = kv_append_u32(&m->kv, "quantize.imatrix.chunks_count", (uint32_t)im->chunk_count)))
+            goto fail;
+    }
+    return 0;
+fail:
+    return av_errf(err, rc, "out of memory");
+}
+
+static double mib(uint64_t b) { return b / 1048576.0; }
+
+int main(int argc, char **argv) {
+    const char *pos[4] = { 0 }, *imatrix_path = NULL, *out_type_s = NULL, *embd_type_s = NULL;
+    int npos = 0, as_json = 0, quiet = 0, pure = 0, leave_output = 0, allow_requant = 0, threads = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(stdout); return 0; }
+        else if (!strcmp(a, "--json")) as_json = 1;
+        else if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) quiet = 1;
+        else if (!strcmp(a, "--pure")) pure = 1;
+        else if (!strcmp(a, "--leave-output-tensor")) leave_output = 1;
+        else if (!strcmp(a, "--allow-requantize")) allow_requant = 1;
+        else if (!strcmp(a, "--imatrix") || !strcmp(a, "--output-tensor-type") ||
+                 !strcmp(a, "--token-embedding-type") || !strcmp(a, "-t") || !strcmp(a, "--threads")) {
+            if (i + 1 >= argc) USAGE_ERR("%s needs a value", a);
+            const char *v = argv[++i];
+            if (!strcmp(a, "--imatrix")) imatrix_path = v;
+            else if (!strcmp(a, "--output-tensor-type")) out_type_s = v;
+            else if (!strcmp(a, "--token-embedding-type")) embd_type_s = v;
+            else if (parse_int(v, 1, 4096, &threads)) USAGE_ERR("%s '%s' is not a thread count in 1..4096", a, v);
+        } else if (a[0] == '-' && a[1]) {
+            USAGE_ERR("unknown option '%s'", a);
+        } else if (npos < 4) {
+            pos[npos++] = a;
+        } else {
+            USAGE_ERR("unexpected argument '%s'", a);
+        }
+    }
+    if (npos < 3) USAGE_ERR("need IN, OUT and TYPE");
+    const char *in = pos[0], *out = pos[1], *type_s = pos[2];
+    if (npos == 4 && parse_int(pos[3], 1, 4096, &threads))
+        USAGE_ERR("NTHREADS '%s' is not a thread count in 1..4096", pos[3]);
+    const q_ftype_info *ft = q_ftype_from_name(type_s);
+    if (!ft) {
+        size_t n;
+        const q_ftype_info *l = q_ftype_list(&n);
+        char names[512] = "";
+        for (size_t i = 0; i < n; i++) {
+            strncat(names, l[i].name, sizeof names - strlen(names) - 2);
+            if (i + 1 < n) strncat(names, " ", sizeof names - strlen(names) - 1);
+        }
+        USAGE_ERR("unknown type '%s'; one of: %s", type_s, names);
+    }
+    int out_type = -1, embd_type = -1;
+    if (out_type_s && (out_type = tensor_type(out_type_s)) < 0)
+        USAGE_ERR("--output-tensor-type '%s' is not a tensor type (f32 f16 bf16 q4_0 ... q6_K)", out_type_s);
+    if (embd_type_s && (embd_type = tensor_type(embd_type_s)) < 0)
+        USAGE_ERR("--token-embedding-type '%s' is not a tensor type (f32 f16 bf16 q4_0 ... q6_K)", embd_type_s);
+    if (threads > 0) omp_set_num_threads(threads);
+
+    av_err err = { 0 };
+    av_model *m = NULL;
+    q_imatrix *im = NULL;
+    q_plan plan = { 0 };
+    const char *efile = in; /* the file the error line names */
+    double t0 = av_now();
+    int rc;
+    if ((rc = gguf_read(in, &m, &err))) goto fail_raw;
+    if (imatrix_path && (rc = q_imatrix_read(imatrix_path, &im, &err))) goto fail_raw;
+
+    q_plan_opts po = { .has_imatrix = im != NULL, .pure = pure, .leave_output = leave_output,
+                       .output_type = out_type, .token_embd_type = embd_type };
+    if ((rc = q_plan_model(m, ft, &po, &plan, &err))) goto fail;
+    /* llama.cpp's order from here on: checks name the tensor llama-quantize names */
+    if ((rc = reorder(m, &plan, &err))) goto fail;
+
+    /* every check before any work: requantization, imatrix sizes */
+    const float **weights = calloc(m->n_tensors ? m->n_tensors : 1, sizeof *weights);
+    if (!weights) { rc = av_errf(&err, AV_ENOMEM, "out of memory"); goto fail; }
+    size_t im_used = 0;
+    uint64_t in_bytes = 0, work_bytes = 0;
+    int64_t n_elem = 0;
+    for (size_t i = 0; i < m->n_tensors; i++) {
+        const av_tensor *t = &m->tensors[i];
+        int ok;
+        in_bytes += av_tensor_nbytes(t, &ok);
+        n_elem += av_tensor_nelements(t);
+        if (!plan.items[i].quantize) continue;
+        work_bytes += av_tensor_nbytes(t, &ok);
+        const av_dtype_traits *tr = av_dtype_traits_of(t->dtype);
+        if (tr && tr->is_quantized && !allow_requant) {
+            rc = av_errf(&err, AV_EUNSUPPORTED,
+                         "tensor '%s' is already %s: requantizing from type %s is disabled (--allow-requantize "
+                         "enables it, at a loss of quality)", t->name, tr->name, tr->name);
+            free(weights);
+            goto fail;
+        }
+        if (im) {
+            if ((rc = q_imatrix_for_tensor(im, t, &weights[i], &err))) {
+                efile = imatrix_path;
+                size_t l = strlen(err.msg);
+                snprintf(err.msg + l, sizeof err.msg - l, " (an imatrix for another model?)");
+                free(weights);
+                goto fail;
+            }
+            im_used += weights[i] != NULL;
+        }
+    }
+    if (im && im->n && !im_used) {
+        size_t nq = 0;
+        for (size_t i = 0; i < m->n_tensors; i++) nq += plan.items[i].quantize;
+        if (nq) {
+            efile = imatrix_path;
+            rc = av_errf(&err, AV_EFORMAT, "none of its %zu entries names a tensor of %s: imatrix made for another model",
+                         im->n, in);
+            free(weights);
+            goto fail;
+        }
+    }
+
+    av_dtype *from = malloc((m->n_tensors ? m->n_tensors : 1) * sizeof *from);
+    if (!from) { rc = av_errf(&err, AV_ENOMEM, "out of memory"); free(weights); goto fail; }
+    for (size_t i = 0; i < m->n_tensors; i++) from[i] = m->tensors[i].dtype;
+
+    /* quantize: each tensor into its own buffer (the output is held in memory) */
+    av_bar bar;
+    av_bar_init(&bar, quiet || as_json ? NULL : stderr, "quantize", work_bytes);
+    uint64_t done = 0;
+    for (size_t i = 0; i < m->n_tensors; i++) {
+        if (!plan.items[i].quantize) continue;
+        av_tensor *t = &m->tensors[i];
+        int ok;
+        uint64_t nb = av_tensor_nbytes(t, &ok);
+        void *data;
+        size_t nbytes;
+        if ((rc = q_quantize_tensor(t, plan.items[i].type, weights[i], &data, &nbytes, &err))) {
+            free(weights);
+            free(from);
+            goto fail;
+        }
+        free(t->owned);
+        t->owned = data;
+        t->data = data;
+        t->dtype = t->src_dtype = plan.items[i].type;
+        done += nb;
+        av_bar_update(&bar, done, work_bytes);
+    }
+    av_bar_done(&bar);
+    free(weights);
+
+    if ((rc = set_metadata(m, ft, imatrix_path, im, &err))) goto fail;
+
+    uint64_t out_bytes = 0;
+    for (size_t i = 0; i < m->n_tensors; i++) {
+        int ok;
+        out_bytes += av_tensor_nbytes(&m->tensors[i], &ok);
+    }
+    efile = out;
+    if ((rc = gguf_write(m, out, NULL, NULL, &err))) {
+        free(from);
+        goto fail_raw;
+    }
+    double secs = av_now() - t0;
+    double bpw_in = n_elem ? in_bytes * 8.0 / n_elem : 0, bpw_out = n_elem ? out_bytes * 8.0 / n_elem : 0;
+
+    size_t n_quant = 0;
+    for (size_t i = 0; i < m->n_tensors; i++) n_quant += plan.items[i].quantize;
+    if (as_json) {
+        json_t *ts = json_array(), *fb = json_array();
+        for (size_t i = 0; i < m->n_tensors; i++) {
+            const av_tensor *t = &m->tensors[i];
+            const q_plan_item *it = &plan.items[i];
+            json_t *shape = json_array();
+            for (int d = 0; d < t->n_dims; d++) json_array_append_new(shape, json_integer(t->shape[d]));
+            int ok;
+            json_t *e = json_pack("{s:s, s:s, s:s, s:o, s:I, s:b}", "name", t->name, "type",
+                                  av_dtype_name(t->dtype), "from", av_dtype_name(from[i]), "shape", shape, "bytes", (json_int_t)av_tensor_nbytes(t, &ok), "quantized",
+                                  it->quantize);
+            if (it->warning) json_object_set_new(e, "fallback", json_string(it->warning));
+            json_array_append_new(ts, e);
+            if (it->warning) json_array_append_new(fb, json_string(it->warning));
+        }
+        json_t *j = json_pack("{s:s, s:s, s:s, s:i, s:o, s:o, s:I, s:I, s:i, s:I, s:I, s:f, s:f, s:f, s:f, s:o, s:f}",
+                              "input", in, "output", out, "type", ft->name, "ftype", (int)ft->ftype,
+                              "imatrix", imatrix_path ? json_string(imatrix_path) : json_null(), "tensors", ts,
+                              "n_tensors", (json_int_t)m->n_tensors, "n_quantized", (json_int_t)n_quant,
+                              "n_fallback", plan.n_fallback, "input_bytes", (json_int_t)in_bytes,
+                              "output_bytes", (json_int_t)out_bytes, "input_mib", mib(in_bytes), "size_mib",
+                              mib(out_bytes), "input_bpw", bpw_in, "bpw", bpw_out, "fallbacks", fb, "seconds", secs);
+        json_dumpf(j, stdout, JSON_PRESERVE_ORDER);
+        putchar('\n');
+        json_decref(j);
+    } else if (!quiet) {
+        for (size_t i = 0; i < m->n_tensors; i++)
+            if (plan.items[i].warning) fprintf(stderr, "%s\n", plan.items[i].warning);
+        if (plan.n_fallback)
+            fprintf(stderr, "anvil quantize: WARNING: %d of %zu tensor(s) required fallback quantization\n",
+                    plan.n_fallback, m->n_tensors);
+        printf("%4s  %-34s %-16s %-6s %-6s %12s  %s\n", "#", "name", "shape", "from", "type", "bytes", "note");
+        for (size_t i = 0; i < m->n_tensors; i++) {
+            const av_tensor *t = &m->tensors[i];
+            const q_plan_item *it = &plan.items[i];
+            char shape[128], note[64] = "kept";
+            av_shape_str(t, shape, sizeof shape);
+            int ok;
+            if (it->warning) snprintf(note, sizeof note, "fallback");
+            else if (it->quantize) snprintf(note, sizeof note, "quantized");
+            printf("%4zu  %-34s %-16s %-6s %-6s %12zu  %s\n", i + 1, t->name, shape, av_dtype_name(from[i]),
+                   av_dtype_name(t->dtype), av_tensor_nbytes(t, &ok), note);
+        }
+        printf("%s: %zu tensors, %zu quantized, %d fallback%s\n", ft->name, m->n_tensors, n_quant,
+               plan.n_fallback, plan.n_fallback == 1 ? "" : "s");
+        printf("model size: %8.2f MiB (%.2f bpw)\n", mib(in_bytes), bpw_in);
+        printf("quant size: %8.2f MiB (%.2f bpw)\n", mib(out_bytes), bpw_out);
+        fprintf(stderr, "anvil quantize: %s -> %s (%s) in %.2f s\n", in, out, ft->name, secs);
+    }
+    free(from);
+    q_plan_release(&plan);
+    q_imatrix_free(im);
+    av_model_free(m);
+    return 0;
+fail:
+    fprintf(stderr, "anvil quantize: %s: %s\n", efile, err.msg);
+    goto cleanup;
+fail_raw: /* readers and writers already name the file */
+    fprintf(stderr, "anvil quantize: %s\n", err.msg);
+cleanup:
+    q_plan_release(&plan);
+    q_imatrix_free(im);
+    av_model_free(m);
+    return 1;
+}
