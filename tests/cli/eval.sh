@@ -68,11 +68,12 @@ assert [k for k, _, _ in mine["kv"]] == [k for k, _, _ in ref["kv"]], mine["kv"]
 assert [v for k, _, v in mine["kv"]] == [v for k, _, v in ref["kv"]], (mine["kv"], ref["kv"])
 assert mine["tensor_order"] == ref["tensor_order"]
 a, b = open(sys.argv[1], "rb").read(), open(sys.argv[2], "rb").read()
-def vals(buf, t):
-    return array.array("f", buf[t["data_offset"]:t["data_offset"] + t["n_bytes"]])
+def vals(buf, g, name):
+    o = g["data_offsets"][name]
+    return array.array("f", buf[o:o + g["tensors"][name]["n_bytes"]])
 worst = 0
 for name in ref["tensor_order"]:
-    x, y = vals(a, mine["tensors"][name]), vals(b, ref["tensors"][name])
+    x, y = vals(a, mine, name), vals(b, ref, name)
     if name.endswith(".counts"):
         assert x == y, (name, x, y)
     for p, q in zip(x, y):
