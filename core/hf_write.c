@@ -282,11 +282,11 @@ static int spm_tokenizer_json(const av_model *m, char **out, char *note, size_t 
         json_t *p = json_pack("[s%, s%]", toks[mg[i].l].s, (size_t)toks[mg[i].l].len, toks[mg[i].r].s, (size_t)toks[mg[i].r].len);
         if (!p || json_array_append_new(merges, p)) goto oom;
     }
-    json_t *bpe = json_pack("{s:s, s:n, s:n, s:n, s:s%, s:b, s:b, s:b, s:o, s:O}", "type", "BPE", "dropout",
+    json_t *bpe = json_pack("{s:s, s:n, s:n, s:n, s:s%, s:b, s:b, s:b, s:o, s:o}", "type", "BPE", "dropout",
                             "continuing_subword_prefix", "end_of_word_suffix", "unk_token", toks[unk].s,
                             (size_t)toks[unk].len, "fuse_unk", 1, "byte_fallback", 1, "ignore_merges", 0, "vocab", vocab,
                             "merges", merges);
-    vocab = NULL; /* stolen by "s:o" */
+    vocab = merges = NULL; /* both stolen by "s:o" */
     json_t *normalizer = json_pack("{s:s, s:[{s:s, s:s}, {s:s, s:{s:s}, s:s}]}", "type", "Sequence", "normalizers",
                                    "type", "Prepend", "prepend", "\xe2\x96\x81", "type", "Replace", "pattern", "String",
                                    " ", "content", "\xe2\x96\x81");
@@ -324,6 +324,7 @@ oom:
 done:
     json_decref(root);
     json_decref(vocab);
+    json_decref(merges);
     json_decref(added);
     av_strmap_release(&ids);
     free(mg);
