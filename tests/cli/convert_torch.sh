@@ -210,3 +210,16 @@ for h in h_os_system h_eval h_subprocess h_stack_global h_inst h_marks h_zip_bom
 done
 run "$BIN/anvil-convert" "$FIX/h_os_system.pt" "$TMP/x.gguf" -q
 check "  the refused global is named" grep -q "os.system" <<<"$ERR"
+
+# .pt (zip, legacy, f16) -> GGUF -> anvil run: greedy output equals llama.cpp's reference generation
+TS=$SHARED/reference/torch
+for f in stories260K.pt stories260K-legacy.pt; do
+  "$BIN/anvil-convert" "$TS/$f" "$TMP/from-$f.gguf" --config "$TS/hf/config.json" \
+    --tokenizer "$SHARED/models/tok512.bin" -q
+  run "$BIN/anvil-run" "$TMP/from-$f.gguf" -p "Once upon a time" -n 200 --temp 0 --json -q
+  check "$f -> GGUF: greedy ids and text equal llama-simple's (greedy.json)" python3 -c '
+import json, sys
+d = json.loads(sys.argv[1]); r = json.load(open(sys.argv[2]))[0]
+assert r["prompt"] == "Once upon a time" and d["ids"] == r["generated_ids"] and d["text"] == r["output_text"]' \
+    "$OUT" "$SHARED/reference/llamacpp/greedy.json"
+done
