@@ -15,6 +15,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "quant.h"
+#include "quant_dot.h"
+
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
 #define OPS_AVX512 1
 #include <immintrin.h>
@@ -42,11 +45,10 @@ size_t ops_row_bytes(av_dtype t, int64_t cols) {
     return (size_t)(cols / tr->block_size) * tr->type_size;
 }
 
-/* Quantized rows: widen each row with the type's dequantizer, then an f32
- * dot. Correct for every type core/quant.c knows; integer dot kernels on
- * quantized activations (llama.cpp's way) are the faster path still to come. */
-static void matvec_rows_q(av_dtype wt, const void *W, const float *x, float *y, int64_t r0,
-                          int64_t r1, int64_t cols) {
+/* Quantized rows without a quantized dot product (Q8_1 / Q8_K weights):
+ * widen each row with the type's dequantizer, then an f32 dot. */
+static void matvec_rows_deq(av_dtype wt, const void *W, const float *x, float *y, int64_t r0,
+                            int64_t r1, int64_t cols) {
     const av_dtype_traits *tr = av_dtype_traits_of(wt);
     const size_t rb = ops_row_bytes(wt, cols);
     float *buf = malloc((size_t)cols * sizeof *buf);
@@ -61,6 +63,21 @@ static void matvec_rows_q(av_dtype wt, const void *W, const float *x, float *y, 
     free(buf);
 }
 
+/* Quantized weights the way llama.cpp's CPU backend multiplies them: x is
+ * quantized once to the weight type's vec_dot_type (q_quantize_act), then
+ * every row is an integer-block dot product (core/quant_dot.c). `act` holds
+ * the quantized x; rows [r0, r1). */
+static void matvec_rows_q(av_dtype wt, const void *W, const void *act, float *y, int64_t r0,
+                          int64_t r1, int64_t cols) {
+    const q_vec_dot_fn dot = q_vec_dot_get(wt);
+    const size_t rb = ops_row_bytes(wt, cols);
+    const char *w = (const char *)W;
+    for (int64_t r = r0; r < r1; r++) y[r] = dot(cols, w + (size_t)r * rb, act);
+}
+
+/* Activation rows up to this many bytes are quantized into a stack buffer
+ * (a Q8_0 row of 15k elements), larger ones into malloc. */
+#define OPS_ACT_STACK 16384
 
 /* ================================================================ refs */
 
@@ -92,7 +109,14 @@ void ops_matvec_ref(av_dtype wt, const void *W, const float *x, float *y, int64_
             y[r] = ops_dot_f16_ref((const uint16_t *)W + r * cols, x, cols);
         else if (wt == AV_BF16)
             y[r] = ops_dot_bf16_ref((const uint16_t *)W + r * cols, x, cols);
-        else { /* quantized: the type's dequantizer, then the f32 dot */
+        else if (q_vec_dot_type(wt) != (av_dtype)-1) { /* llama.cpp's quantized dot */
+            const av_dtype vdt = q_vec_dot_type(wt);
+            void *act = malloc(q_row_size(vdt, cols));
+            if (!act) { y[r] = NAN; continue; }
+            q_quantize_act(vdt, x, act, cols);
+            y[r] = q_vec_dot_ref(wt, cols, (const char *)W + (size_t)r * ops_row_bytes(wt, cols), act);
+            free(act);
+        } else { /* no dot product: the type's dequantizer, then the f32 dot */
             float *buf = malloc((size_t)cols * sizeof *buf);
             if (!buf) { y[r] = NAN; continue; }
             av_dtype_traits_of(wt)->to_float((const char *)W + (size_t)r * ops_row_bytes(wt, cols), buf, cols);
@@ -446,23 +470,70 @@ void ops_matvec(av_dtype wt, const void *W, const float *x, float *y, int64_t ro
                 int n_threads) {
     const size_t bytes = (size_t)rows * ops_row_bytes(wt, cols);
     const int quant = wt != AV_F32 && wt != AV_F16 && wt != AV_BF16;
+    const av_dtype vdt = quant ? q_vec_dot_type(wt) : (av_dtype)-1;
+    _Alignas(64) char stack_act[OPS_ACT_STACK];
+    void *act = NULL;
+    if (vdt != (av_dtype)-1) {
+        const size_t ab = q_row_size(vdt, cols);
+        act = ab <= sizeof stack_act ? stack_act : malloc(ab);
+        if (!act) {
+            for (int64_t r = 0; r < rows; r++) y[r] = NAN;
+            return;
+        }
+        q_quantize_act(vdt, x, act, cols);
+    }
     if (n_threads <= 1 || rows < 8 || bytes < OPS_MT_MIN_BYTES) {
-        if (quant) matvec_rows_q(wt, W, x, y, 0, rows, cols);
+        if (act) matvec_rows_q(wt, W, act, y, 0, rows, cols);
+        else if (quant) matvec_rows_deq(wt, W, x, y, 0, rows, cols);
         else matvec_rows(wt, W, x, y, 0, rows, cols);
-        return;
-    }
-    if (n_threads > rows / 4) n_threads = (int)(rows / 4);
-    // one contiguous chunk per thread, a multiple of 4 rows (see matvec_rows)
-    const int64_t chunk = ((rows + n_threads - 1) / n_threads + 3) & ~(int64_t)3;
+    } else {
+        if (n_threads > rows / 4) n_threads = (int)(rows / 4);
+        // one contiguous chunk per thread, a multiple of 4 rows (see matvec_rows)
+        const int64_t chunk = ((rows + n_threads - 1) / n_threads + 3) & ~(int64_t)3;
 #pragma omp parallel for num_threads(n_threads) schedule(static)
-    for (int t = 0; t < n_threads; t++) {
-        const int64_t r0 = t * chunk, r1 = r0 + chunk < rows ? r0 + chunk : rows;
-        if (r0 < r1 && quant) matvec_rows_q(wt, W, x, y, r0, r1, cols);
-        else if (r0 < r1) matvec_rows(wt, W, x, y, r0, r1, cols);
+        for (int t = 0; t < n_threads; t++) {
+            const int64_t r0 = t * chunk, r1 = r0 + chunk < rows ? r0 + chunk : rows;
+            if (r0 >= r1) continue;
+            if (act) matvec_rows_q(wt, W, act, y, r0, r1, cols);
+            else if (quant) matvec_rows_deq(wt, W, x, y, r0, r1, cols);
+            else matvec_rows(wt, W, x, y, r0, r1, cols);
+        }
     }
+    if (act && act != (void *)stack_act) free(act);
 }
 
 /* ================================================================ matmul */
+
+/* Quantized W for a batch: every row of X quantized once to the
+ * vec_dot_type, then Y[t, r] = q_vec_dot(W[r], act[t]) — the same numbers
+ * as n calls of ops_matvec, i.e. llama.cpp's mul_mat for quantized weights.
+ * Row tiles of W stay in cache while every token passes over them. Returns
+ * 0, or -1 when the activation buffer cannot be allocated. */
+#define OPS_QTILE 16
+static int matmul_q(av_dtype wt, av_dtype vdt, const void *W, const float *X, float *Y, int64_t n,
+                    int64_t rows, int64_t cols, int nt) {
+    const size_t ab = q_row_size(vdt, cols), rb = ops_row_bytes(wt, cols);
+    char *act = malloc((size_t)n * ab);
+    if (!act) return -1;
+    const q_vec_dot_fn dot = q_vec_dot_get(wt);
+    const int64_t ntiles = (rows + OPS_QTILE - 1) / OPS_QTILE;
+#pragma omp parallel num_threads(nt)
+    {
+#pragma omp for schedule(static)
+        for (int64_t t = 0; t < n; t++) q_quantize_act(vdt, X + t * cols, act + (size_t)t * ab, cols);
+#pragma omp for schedule(static)
+        for (int64_t k = 0; k < ntiles; k++) {
+            const int64_t r0 = k * OPS_QTILE, r1 = r0 + OPS_QTILE < rows ? r0 + OPS_QTILE : rows;
+            for (int64_t t = 0; t < n; t++) {
+                const char *a = act + (size_t)t * ab;
+                float *yt = Y + t * rows;
+                for (int64_t r = r0; r < r1; r++) yt[r] = dot(cols, (const char *)W + (size_t)r * rb, a);
+            }
+        }
+    }
+    free(act);
+    return 0;
+}
 
 // X: [n, cols], W: [rows, cols], Y: [n, rows], scratch: [rows, cols] for F16/BF16
 void ops_matmul(av_dtype wt, const void *W, const float *X, float *Y, int64_t n, int64_t rows,
@@ -471,12 +542,19 @@ void ops_matmul(av_dtype wt, const void *W, const float *X, float *Y, int64_t n,
         ops_matvec(wt, W, X, Y, rows, cols, n_threads);
         return;
     }
+    int nt = n_threads < 1 ? 1 : n_threads;
+    if ((double)n * rows * cols < 2e6) nt = 1; /* below ~1 ms of work threads don't pay */
+    const int quant = wt != AV_F32 && wt != AV_F16 && wt != AV_BF16;
+    const av_dtype vdt = quant ? q_vec_dot_type(wt) : (av_dtype)-1;
+    if (vdt != (av_dtype)-1) {
+        if (matmul_q(wt, vdt, W, X, Y, n, rows, cols, nt) == 0) return;
+        for (int64_t t = 0; t < n; t++) ops_matvec(wt, W, X + t * cols, Y + t * rows, rows, cols, nt);
+        return;
+    }
     /* One threading runtime only: OpenBLAS runs single-threaded inside our
      * OpenMP threads, each on its own slice of W's rows (Y's columns).
      * OpenBLAS's own pthreads spinning beside OpenMP's on 2 cores cost 10x. */
     openblas_set_num_threads(1);
-    int nt = n_threads < 1 ? 1 : n_threads;
-    if ((double)n * rows * cols < 2e6) nt = 1; /* below ~1 ms of work threads don't pay */
     const int64_t step = ((rows + nt - 1) / nt + 15) & ~(int64_t)15;
 #pragma omp parallel for num_threads(nt) schedule(static)
     for (int64_t r0 = 0; r0 < rows; r0 += step) {

@@ -168,5 +168,7 @@ static void check_quant(const char *type) {
     json_decref(ref);
 }
 
+Test(eval, quant_q8_0_vs_llamacpp, .timeout = 900) { check_quant("Q8_0"); }
 Test(eval, quant_q4_0_vs_llamacpp, .timeout = 900) { check_quant("Q4_0"); }
 Test(eval, quant_q4_k_m_vs_llamacpp, .timeout = 900) { check_quant("Q4_K_M"); }
+Test(eval, quant_q6_k_vs_llamacpp, .timeout = 900) { check_quant("Q6_K"); }
