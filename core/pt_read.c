@@ -158,6 +158,24 @@ static int read_entry(ctx *c, struct archive *a, struct archive_entry *ae, const
     if (declared > 0 && (uint64_t)declared > c->size && (uint64_t)declared > budget - c->inflated)
         return fail(c, AV_EFORMAT, "zip entry '%s' declares %lld bytes, more than 64x the archive size + 1 MiB "
                                    "(zip bomb?)", cn, (long long)declared);
+    /* Storage records stored uncompressed are taken in place from the local
+     * header, without reading them: libarchive computes the CRC of every
+     * block it hands out, which would read (and make resident) the whole
+     * file at load time. Like GGUF and safetensors, tensor bytes are
+     * bounds-checked, not checksummed. */
+    la_int64_t hp = archive_read_header_position(a);
+    if (strstr(cn, "/data/") && declared >= 0 && hp >= 0 && (uint64_t)hp <= c->size - 30) {
+        const uint8_t *h = c->buf + hp;
+        const unsigned method = h[8] | h[9] << 8, nl = h[26] | h[27] << 8, el = h[28] | h[29] << 8;
+        const uint64_t doff = (uint64_t)hp + 30 + nl + el;
+        if (h[0] == 'P' && h[1] == 'K' && h[2] == 3 && h[3] == 4 && method == 0 && doff <= c->size &&
+            (uint64_t)declared <= c->size - doff) {
+            if (archive_read_data_skip(a) != ARCHIVE_OK) goto aerr;
+            *out = declared ? c->buf + doff : EMPTY;
+            *out_size = (size_t)declared;
+            return 0;
+        }
+    }
     int r = archive_read_data_block(a, &blk, &bl, &off);
     if (r == ARCHIVE_EOF) {
         *out = EMPTY;
@@ -167,7 +185,11 @@ static int read_entry(ctx *c, struct archive *a, struct archive_entry *ae, const
     if (r != ARCHIVE_OK && r != ARCHIVE_WARN) goto aerr;
     if (off == 0 && declared >= 0 && bl == (size_t)declared && (const uint8_t *)blk >= c->buf &&
         bl <= c->size && (const uint8_t *)blk - c->buf <= (ptrdiff_t)(c->size - bl)) {
-        /* stored in place: drain to EOF (libarchive checks the CRC there) */
+        /* stored in place. Storage records are not drained: libarchive's CRC
+         * check would read every byte at load time and make the whole file
+         * resident (a 1 GB checkpoint = 1 GB RSS before conversion starts);
+         * like GGUF and safetensors, tensor bytes are bounds-checked, not
+         * checksummed. Other entries (data.pkl, version) are CRC-checked. */
         const void *b2;
         size_t l2;
         la_int64_t o2;
@@ -237,6 +259,9 @@ static int read_zip(ctx *c) {
     /* the seekable reader works from the central directory, so a truncated
      * archive is an error (the streaming one would take what precedes the cut) */
     archive_read_support_format_zip_seekable(a);
+    /* no CRC pass over the storages (see read_entry); data.pkl is parsed
+     * by the restricted unpickler, which checks every length it reads */
+    archive_read_set_format_option(a, "zip", "ignorecrc32", "1");
     if (archive_read_open_memory(a, c->buf, c->size) != ARCHIVE_OK) {
         rc = fail(c, AV_EFORMAT, "not a readable zip archive: %s",
                   archive_error_string(a) ? archive_error_string(a) : "?");
