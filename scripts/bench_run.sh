@@ -16,6 +16,7 @@
 #   ANVIL_BENCH_DIR              cache + scratch folder (default /tmp/anvil-bench): membw, the f16 model
 #   ANVIL_BENCH_RUN_REPS         repetitions per measurement (default 5, as llama-bench -r 5)
 #   ANVIL_BENCH_RUN_ROUNDS       interleaved rounds (default 3)
+#   ANVIL_BENCH_RUN_QUANTS       quantized d256 variants to add (default "Q8_0 Q6_K Q4_K_M Q4_0")
 #   ANVIL_LLAMACPP_ARCHIVE       llama.cpp tools archive (default ../shared/tools/llama.cpp/...)
 #   ANVIL_BENCH_BLAS_CORE        OPENBLAS_CORETYPE for anvil's prompt sgemms (default: unset, so
 #                                OpenBLAS picks its kernels for the CPU — Cooperlake/AVX-512 on Zen 4;
@@ -64,11 +65,19 @@ if [ ! -x "$MEMBW" ] || [ "$ROOT/scripts/bench/membw.c" -nt "$MEMBW" ]; then
   mv "$MEMBW.tmp" "$MEMBW"
 fi
 
-# ---- models: the two references and d256 as f16 (anvil convert) ----
+# ---- models: the two references, d256 as f16 (anvil convert) and quantized (anvil quantize,
+# byte-identical to llama-quantize's files) ----
 F16=$DIR/stories-d256-f16.gguf
 "$BIN/anvil-convert" "$REF/stories-d256-f32.gguf" "$F16" --outtype f16 -q || die "anvil convert to f16 failed"
 MODELS=("$REF/stories260K-f32.gguf" "$REF/stories-d256-f32.gguf" "$F16")
 DTYPES=(f32 f32 f16)
+for q in ${ANVIL_BENCH_RUN_QUANTS-Q8_0 Q6_K Q4_K_M Q4_0}; do
+  [ -x "$BIN/anvil-quantize" ] || break
+  "$BIN/anvil-quantize" "$REF/stories-d256-f32.gguf" "$DIR/stories-d256-$q.gguf" "$q" -q ||
+    die "anvil quantize $q failed"
+  MODELS+=("$DIR/stories-d256-$q.gguf")
+  DTYPES+=("$q")
+done
 
 echo
 echo "bench_run: $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, pp$PP / tg$TG, -r $REPS, $ROUNDS interleaved rounds (median)"
@@ -123,7 +132,7 @@ def f(x, w, p=0):
     return f"{x:{w}.{p}f}" if x is not None else f"{'-':>{w}}"
 def ratio(x, y):
     return x / y if x is not None and y else None
-hdr = (f"{'model':<20} {'dtype':<5} {'thr':>3} | {'anvil pp':>9} {'llama pp':>9} {'ratio':>6} | "
+hdr = (f"{'model':<24} {'dtype':<6} {'thr':>3} | {'anvil pp':>9} {'llama pp':>9} {'ratio':>6} | "
        f"{'anvil tg':>9} {'llama tg':>9} {'ratio':>6} | {'bytes/tok':>10} {'memcpy':>7} {'bound':>8} "
        f"{'anvil %':>7} {'llama %':>7}")
 print()
@@ -140,7 +149,7 @@ for k in range(0, len(a), 7):
     wb = an[0]["weight_bytes"]
     bw = float(bw)
     bound = bw * 1e9 / wb
-    print(f"{name:<20} {dt:<5} {thr:>3} | {f(app, 9)} {f(lpp, 9)} {f(ratio(app, lpp), 6, 2)} | "
+    print(f"{name:<24} {dt:<6} {thr:>3} | {f(app, 9)} {f(lpp, 9)} {f(ratio(app, lpp), 6, 2)} | "
           f"{f(atg, 9)} {f(ltg, 9)} {f(ratio(atg, ltg), 6, 2)} | {wb:>10} {bw:>7.1f} {bound:>8.0f} "
           f"{f(100 * atg / bound, 6, 1)}% {f(100 * ltg / bound if ltg else None, 6, 1)}%")
     if os.path.exists(ff):
