@@ -237,4 +237,14 @@ int q_imatrix_for_tensor(const q_imatrix *im, const av_tensor *t, const float **
 int q_quantize_tensor(const av_tensor *t, av_dtype to, const float *imatrix, void **data,
                       size_t *nbytes, av_err *err);
 
+/* ------------------------------------------------------------------ INT8 */
+
+/* Per-output-channel INT8 of W [rows, cols] for formats without block types
+ * (safetensors, PyTorch). sym: q int8 in [-127, 127], scale = max|w_r| / 127,
+ * w ~ q * scale. asym: q uint8, scale = (max_r - min_r) / 255 over a range
+ * that includes 0, zero_point = round(-min_r / scale), w ~ (q - zp) * scale.
+ * Constant-zero rows get scale 1. zero_point is unused (may be NULL) for sym. */
+void q_int8_rows(const float *w, int64_t rows, int64_t cols, int asym, void *q, float *scale,
+                 uint8_t *zero_point);
+
 #endif

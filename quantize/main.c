@@ -17,12 +17,21 @@
 #include "gguf.h"
 #include "progress.h"
 #include "quant.h"
+#include "torchpt.h"
+#include "safetensors.h"
+#include "int8.h"
 
 static void usage(FILE *f) {
     fprintf(f,
             "usage: anvil quantize IN.gguf OUT.gguf TYPE [NTHREADS] [--imatrix FILE] [--pure]\n"
             "                      [--output-tensor-type T] [--token-embedding-type T]\n"
             "                      [--leave-output-tensor] [--allow-requantize] [-t N] [--json] [-q]\n"
+            "       anvil quantize IN OUT.safetensors|OUT.pt --int8 sym|asym [--json] [-q]\n"
+            "\n"
+            "--int8: per-output-channel INT8 for formats without block types. Each 2-D float tensor\n"
+            "NAME becomes NAME (int8 [rows, cols], sym; uint8, asym) + NAME.scale (f32 [rows]) and, for\n"
+            "asym, NAME.zero_point (uint8 [rows]); w = q * scale or (q - zero_point) * scale. The\n"
+            "metadata key anvil.int8 records the mode. Other tensors are copied.\n"
             "\n"
             "Quantize a GGUF model as llama.cpp's llama-quantize does: the same per-tensor types\n"
             "(the mixes' Q6_K/Q5_K layers, output.weight Q6_K, 1-D tensors kept F32, fallback types\n"
@@ -82,10 +91,10 @@ static int layer_key(const char *name) {
     if (sscanf(name, "blk.%d.", &l) != 1) l = -1;
     return l;
 }
-static const av_model *g_sort_model;
-static int cmp_order(const void *a, const void *b) {
-    const av_tensor *x = &g_sort_model->tensors[*(const size_t *)a];
-    const av_tensor *y = &g_sort_model->tensors[*(const size_t *)b];
+static int cmp_order(const void *a, const void *b, void *model) {
+    const av_model *m = model;
+    const av_tensor *x = &m->tensors[*(const size_t *)a];
+    const av_tensor *y = &m->tensors[*(const size_t *)b];
     int lx = layer_key(x->name), ly = layer_key(y->name);
     if (lx != ly) return lx < ly ? -1 : 1;
     return strcmp(x->name, y->name);
@@ -102,8 +111,7 @@ static int reorder(av_model *m, q_plan *p, av_err *err) {
         return av_errf(err, AV_ENOMEM, "out of memory");
     }
     for (size_t i = 0; i < n; i++) ord[i] = i;
-    g_sort_model = m; /* qsort has no context argument in C11 */
-    qsort(ord, n, sizeof *ord, cmp_order);
+    qsort_r(ord, n, sizeof *ord, cmp_order, m); /* glibc's, with a context */
     for (size_t i = 0; i < n; i++) t[i] = m->tensors[ord[i]], it[i] = p->items[ord[i]];
     memcpy(m->tensors, t, n * sizeof *t);
     memcpy(p->items, it, n * sizeof *it);
@@ -148,8 +156,48 @@ fail:
 
 static double mib(uint64_t b) { return b / 1048576.0; }
 
+static int has_ext(const char *p, const char *e) {
+    size_t n = strlen(p), k = strlen(e);
+    return n >= k && !strcmp(p + n - k, e);
+}
+
+/* --int8: per-channel INT8 into a safetensors or PyTorch file */
+static int run_int8(const char *in, const char *out, int asym, int quiet, int as_json) {
+    int pt = has_ext(out, ".pt") || has_ext(out, ".pth");
+    if (!pt && !has_ext(out, ".safetensors")) {
+        fprintf(stderr, "anvil quantize: %s: --int8 writes .safetensors or .pt/.pth (GGUF has block types: "
+                        "use Q8_0)\n", out);
+        return 2;
+    }
+    av_err err = { 0 };
+    av_model *m = NULL, *q = NULL;
+    int rc = av_model_read(in, &m, &err);
+    if (!rc) rc = int8_convert(m, asym, &q, &err);
+    if (!rc) rc = pt ? pt_write(q, out, NULL, NULL, &err) : st_write(q, out, NULL, NULL, &err);
+    if (rc) {
+        fprintf(stderr, "anvil quantize: %s\n", err.msg);
+        av_model_free(q);
+        av_model_free(m);
+        return 1;
+    }
+    uint64_t bytes = 0;
+    for (size_t i = 0; i < q->n_tensors; i++) {
+        int ok;
+        bytes += av_tensor_nbytes(&q->tensors[i], &ok);
+    }
+    if (as_json)
+        printf("{\"input\":\"%s\",\"output\":\"%s\",\"int8\":\"%s\",\"n_tensors\":%zu,\"bytes\":%llu}\n", in,
+               out, asym ? "asym" : "sym", q->n_tensors, (unsigned long long)bytes);
+    else if (!quiet)
+        fprintf(stderr, "anvil quantize: %s -> %s: per-channel INT8 (%s), %zu tensors, %.2f MiB\n", in, out,
+                asym ? "asym" : "sym", q->n_tensors, bytes / 1048576.0);
+    av_model_free(q);
+    av_model_free(m);
+    return 0;
+}
+
 int main(int argc, char **argv) {
-    const char *pos[4] = { 0 }, *imatrix_path = NULL, *out_type_s = NULL, *embd_type_s = NULL;
+    const char *pos[4] = { 0 }, *imatrix_path = NULL, *out_type_s = NULL, *embd_type_s = NULL, *int8_s = NULL;
     int npos = 0, as_json = 0, quiet = 0, pure = 0, leave_output = 0, allow_requant = 0, threads = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -159,11 +207,12 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--pure")) pure = 1;
         else if (!strcmp(a, "--leave-output-tensor")) leave_output = 1;
         else if (!strcmp(a, "--allow-requantize")) allow_requant = 1;
-        else if (!strcmp(a, "--imatrix") || !strcmp(a, "--output-tensor-type") ||
+        else if (!strcmp(a, "--imatrix") || !strcmp(a, "--output-tensor-type") || !strcmp(a, "--int8") ||
                  !strcmp(a, "--token-embedding-type") || !strcmp(a, "-t") || !strcmp(a, "--threads")) {
             if (i + 1 >= argc) USAGE_ERR("%s needs a value", a);
             const char *v = argv[++i];
             if (!strcmp(a, "--imatrix")) imatrix_path = v;
+            else if (!strcmp(a, "--int8")) int8_s = v;
             else if (!strcmp(a, "--output-tensor-type")) out_type_s = v;
             else if (!strcmp(a, "--token-embedding-type")) embd_type_s = v;
             else if (parse_int(v, 1, 4096, &threads)) USAGE_ERR("%s '%s' is not a thread count in 1..4096", a, v);
@@ -174,6 +223,11 @@ int main(int argc, char **argv) {
         } else {
             USAGE_ERR("unexpected argument '%s'", a);
         }
+    }
+    if (int8_s) {
+        if (strcmp(int8_s, "sym") && strcmp(int8_s, "asym")) USAGE_ERR("--int8 '%s' is not sym or asym", int8_s);
+        if (npos != 2) USAGE_ERR("--int8 takes IN and OUT (no TYPE)");
+        return run_int8(pos[0], pos[1], !strcmp(int8_s, "asym"), quiet, as_json);
     }
     if (npos < 3) USAGE_ERR("need IN, OUT and TYPE");
     const char *in = pos[0], *out = pos[1], *type_s = pos[2];

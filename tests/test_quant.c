@@ -454,3 +454,35 @@ Test(quant, traits_wire_the_reference_kernels) {
     }
     free(x), free(y), free(z), free(a), free(b);
 }
+
+/* Per-channel INT8 (--int8): hand values and the half-step error bound. */
+Test(quant, int8_rows_hand_values_and_bound) {
+    const float w[2][4] = {{1.0f, -2.0f, 0.5f, 0.0f}, {0.0f, 1.0f, 2.0f, 3.0f}};
+    int8_t qs[8];
+    uint8_t qa[8], zp[2];
+    float ss[2], sa[2];
+    q_int8_rows(&w[0][0], 2, 4, 0, qs, ss, NULL);
+    cr_assert_float_eq(ss[0], 2.0f / 127, 1e-9);
+    cr_assert(qs[0] == 64 && qs[1] == -127 && qs[2] == 32 && qs[3] == 0, "%d %d %d %d", qs[0], qs[1], qs[2], qs[3]);
+    q_int8_rows(&w[0][0], 2, 4, 1, qa, sa, zp);
+    cr_assert_float_eq(sa[1], 3.0f / 255, 1e-9);
+    cr_assert(zp[1] == 0 && qa[4] == 0 && qa[5] == 85 && qa[6] == 170 && qa[7] == 255);
+    cr_assert_float_eq(sa[0], 3.0f / 255, 1e-9); /* range [-2, 1] */
+    cr_assert_eq(zp[0], 170);
+    /* random rows: every weight within half a step of its reconstruction */
+    uint64_t st = 5;
+    const int R = 7, C = 300;
+    float *x = malloc(sizeof(float) * R * C), *s = malloc(sizeof(float) * R);
+    int8_t *q8 = malloc((size_t)R * C);
+    uint8_t *u8 = malloc((size_t)R * C), *z = malloc((size_t)R);
+    for (int i = 0; i < R * C; i++) {
+        st = st * 6364136223846793005ULL + 1442695040888963407ULL;
+        x[i] = (float)((double)(st >> 11) / 9007199254740992.0 * 4.0 - 1.5);
+    }
+    q_int8_rows(x, R, C, 0, q8, s, NULL);
+    for (int i = 0; i < R * C; i++) cr_assert_leq(fabsf(x[i] - q8[i] * s[i / C]), s[i / C] * 0.5f + 1e-6f);
+    q_int8_rows(x, R, C, 1, u8, s, z);
+    for (int i = 0; i < R * C; i++)
+        cr_assert_leq(fabsf(x[i] - ((int)u8[i] - z[i / C]) * s[i / C]), s[i / C] * 0.5f + 1e-6f);
+    free(x), free(s), free(q8), free(u8), free(z);
+}

@@ -140,3 +140,51 @@ assert d["output.weight"] == "q8_0" and d["token_embd.weight"] == "f16", d
 assert all(v == "q4_K" for k, v in d.items() if k.endswith(("_q.weight", "_k.weight", "_v.weight", "ffn_down.weight"))), d' "$OUT"
 check "--help lists the types" bash -c '"$0" --help | grep -q "Q4_K_M"' "$Q"
 check "anvil dispatches to quantize" bash -c '"$0/anvil" quantize --help | grep -q imatrix' "$BIN"
+
+# --int8 sym|asym: per-channel INT8 into safetensors / PyTorch; each weight within half a step
+PY=python3
+/usr/bin/python3 -c 'import torch' 2>/dev/null && PY=/usr/bin/python3
+NPY=python3   # numpy comes from Debian's python3-numpy (scripts/deps.sh)
+/usr/bin/python3 -c 'import numpy' 2>/dev/null && NPY=/usr/bin/python3
+for mode in sym asym; do
+  for ext in safetensors pt; do
+    run "$BIN/anvil-quantize" "$D256" "$TMP/i8-$mode.$ext" --int8 $mode -q
+    check "--int8 $mode -> .$ext exits 0" test "$RC" -eq 0
+  done
+  check "--int8 $mode: safetensors dequantizes within half a step of every f32 weight, metadata says $mode" \
+    "$NPY" -c '
+import json, struct, sys, numpy as np
+sys.path.insert(0, sys.argv[3])
+from gguf_hashes import read
+g = read(sys.argv[2]); gb = open(sys.argv[2], "rb").read()
+b = open(sys.argv[1], "rb").read(); n = struct.unpack("<Q", b[:8])[0]; h = json.loads(b[8:8 + n]); base = 8 + n
+assert h["__metadata__"]["anvil.int8"] == sys.argv[4]
+def st(name, dt):
+    s, e = h[name]["data_offsets"]; return np.frombuffer(b[base + s:base + e], dtype=dt)
+checked = 0
+for name, t in g["tensors"].items():
+    if len(t["shape"]) != 2: continue
+    rows, cols = t["shape"][1], t["shape"][0]
+    o = g["data_offsets"][name]
+    w = np.frombuffer(gb[o:o + t["n_bytes"]], dtype=np.float32).reshape(rows, cols)
+    scale = st(name + ".scale", np.float32).reshape(rows, 1)
+    if sys.argv[4] == "sym":
+        q = st(name, np.int8).reshape(rows, cols).astype(np.float32); r = q * scale
+    else:
+        q = st(name, np.uint8).reshape(rows, cols).astype(np.float32)
+        r = (q - st(name + ".zero_point", np.uint8).reshape(rows, 1)) * scale
+    assert np.all(np.abs(w - r) <= scale * 0.5 + 1e-6), name
+    checked += 1
+assert checked == 30, checked' "$TMP/i8-$mode.safetensors" "$D256" "$(cd "$(dirname "$0")/../../scripts/fixtures" && pwd)" $mode
+done
+if "$PY" -c 'import torch' 2>/dev/null; then
+  check "--int8 asym .pt: torch.load(weights_only=True) gives uint8 weights + f32 scales + uint8 zero points" "$PY" -c '
+import sys, torch
+sd = torch.load(sys.argv[1], weights_only=True)
+w = sd["blk.0.attn_q.weight"]
+assert w.dtype == torch.uint8 and tuple(w.shape) == (256, 256)
+assert sd["blk.0.attn_q.weight.scale"].dtype == torch.float32 and sd["blk.0.attn_q.weight.zero_point"].dtype == torch.uint8
+assert len(sd) == 99, len(sd)' "$TMP/i8-asym.pt"
+fi
+expect_fail "--int8 into a .gguf is a usage error" "gguf" 2 "$BIN/anvil-quantize" "$D256" "$TMP/x.gguf" --int8 sym
+expect_fail "--int8 with a bad mode" "bogus" 2 "$BIN/anvil-quantize" "$D256" "$TMP/x.safetensors" --int8 bogus
