@@ -217,3 +217,6 @@ bash "$(dirname "$0")/bench_convert_torch.sh" "$BIN"
 
 # anvil quantize vs llama-quantize, every file type (issue: anvil quantize)
 bash "$(dirname "$0")/bench_quantize.sh" "$BIN"
+
+# anvil eval perplexity vs llama-perplexity: tokens/s and PPL (issue: quantize/eval)
+bash "$(dirname "$0")/bench_eval.sh" "$BIN"
