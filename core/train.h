@@ -1,0 +1,193 @@
+/* train.h — training core: Llama blocks (embedding, RMSNorm, RoPE, GQA causal
+ * attention, SwiGLU, tied or untied head) with forward and backward in f32,
+ * cross-entropy with fused softmax, AdamW, LR schedule, gradient clipping.
+ *
+ * Layout (llm.c style): one flat f32 buffer for parameters, one for their
+ * gradients, two for AdamW's moments (m, v), all in the same order; each
+ * tensor is a view (name, shape, offset, decay flag) into them. Names and
+ * layout are GGUF's (`token_embd.weight`, `blk.N.attn_q.weight`, ...; q/k
+ * rows in the Meta/GGUF order, RoPE in NORM mode: adjacent pairs), exactly
+ * what core/llm.c runs, so a trained model exports to GGUF and `anvil run`
+ * needs no conversion. HF-layout checkpoints (rotate_half) are equally
+ * trainable with rope_mode = OPS_ROPE_NEOX.
+ *
+ * Matmuls in forward and backward go through cblas_sgemm, run
+ * single-threaded inside OpenMP threads (each on a slice of the output), the
+ * rest is OpenMP loops. Activations are planned once per (B, T) and reused.
+ * Results are bit-identical for the same thread count; different thread
+ * counts agree to rounding (different sgemm splits). */
+#ifndef AV_TRAIN_H
+#define AV_TRAIN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "err.h"
+#include "model.h"
+
+typedef struct tr_config {
+    int dim, n_layer, n_head, n_kv_head, ffn, vocab, seq_len;
+    int tied;        /* output projection = token embedding */
+    float rope_base; /* 10000 */
+    float eps;       /* RMSNorm epsilon, 1e-5 */
+    int rope_mode;   /* OPS_ROPE_NORM (GGUF layout, default 0) or OPS_ROPE_NEOX */
+} tr_config;
+
+typedef struct tr_tensor {
+    char name[64];    /* GGUF name */
+    int n_dims;       /* 1 or 2 */
+    int64_t shape[2]; /* PyTorch order: [rows, cols] */
+    size_t offset, n; /* element offset into the flat buffers, element count */
+    int decay;        /* 1: AdamW weight decay applies (matrices by default) */
+} tr_tensor;
+
+typedef struct tr_acts tr_acts; /* activations of one (B, T); private */
+
+typedef struct tr_model {
+    tr_config cfg;
+    int head_dim, q_dim, kv_dim;
+    size_t n_params;
+    float *params, *grads, *m, *v; /* [n_params] each; m/v allocated at the first AdamW step */
+    tr_tensor *tensors;
+    int n_tensors;
+    /* views into params (grads at the same offsets): */
+    int t_embd, t_out_norm, t_out; /* tensor indices; t_out == t_embd when tied */
+    int *t_layer;                  /* [n_layer][9]: attn_norm q k v o ffn_norm gate up down */
+    tr_acts *acts;
+} tr_model;
+
+enum { TR_ATTN_NORM, TR_WQ, TR_WK, TR_WV, TR_WO, TR_FFN_NORM, TR_W_GATE, TR_W_UP, TR_W_DOWN,
+       TR_PER_LAYER };
+
+/* New model with parameters zeroed (see tr_init_weights). Checks the config
+ * (dimensions positive, dim % n_head == 0, n_head % n_kv_head == 0, head_dim
+ * even). Decay flags: matrices and embedding 1, norms 0 (change freely).
+ * Errors: AV_EINVAL, AV_ENOMEM. The caller frees with tr_model_free. */
+int tr_model_new(const tr_config *cfg, tr_model **out, av_err *err);
+void tr_model_free(tr_model *m); /* NULL-safe */
+
+/* Tensor by GGUF name, or NULL. */
+tr_tensor *tr_find(tr_model *m, const char *name);
+/* Pointer to a tensor's parameters / gradients. */
+float *tr_param(tr_model *m, int tensor);
+float *tr_grad(tr_model *m, int tensor);
+
+/* Seeded initialization: every matrix and the embedding ~ N(0, 0.02)
+ * (Box-Muller over a splitmix64 stream per tensor), attn_output and ffn_down
+ * scaled by 1/sqrt(2*n_layer), norms = 1. */
+void tr_init_weights(tr_model *m, uint64_t seed);
+
+/* Model with av_model m's architecture and weights (GGUF names and layout,
+ * `llama` architecture; F32/F16/BF16 tensors, as llm_new reads them). Tied
+ * when output.weight is absent or is the same data as token_embd.weight.
+ * seq_len = llama.context_length. Errors as llm_new, AV_ENOMEM. */
+int tr_model_from_model(const av_model *src, const char *name, tr_model **out, av_err *err);
+
+/* New av_model (caller frees) holding a copy of the parameters as F32 GGUF
+ * tensors with llama.* metadata; keys of `meta` (may be NULL; e.g. the
+ * source model's tokenizer.*) that are not llama.* are copied too. Tied
+ * models get no output.weight (llm_new then reuses token_embd). Errors: AV_ENOMEM. */
+int tr_model_to_model(const tr_model *m, const av_kvs *meta, av_model **out, av_err *err);
+
+/* Forward pass over inputs [B, T] (row-major, token ids). With targets
+ * ([B, T]; ids < 0 are ignored) *loss receives the mean cross-entropy over
+ * the counted positions and the state needed by tr_backward is kept;
+ * logits (may be NULL) receives [B*T, vocab] (before softmax). T <= seq_len.
+ * Activations are (re)allocated only when (B, T) changes. n_threads <= 0: all.
+ * Errors: AV_EINVAL (ids out of range, T > seq_len), AV_ENOMEM. */
+int tr_forward(tr_model *m, const int32_t *inputs, const int32_t *targets, int B, int T,
+               float *loss, float *logits, int n_threads, av_err *err);
+
+/* Backward of the last tr_forward (which must have had targets): adds
+ * d(loss_scale * loss)/d(params) into m->grads. Use loss_scale = 1/k for k
+ * accumulated micro-batches. Errors: AV_EINVAL (no forward with targets). */
+int tr_backward(tr_model *m, float loss_scale, int n_threads, av_err *err);
+
+/* grads = 0. */
+void tr_zero_grad(tr_model *m);
+
+typedef struct tr_adamw {
+    float beta1, beta2, eps, weight_decay; /* 0.9 0.95 1e-8 0.1 */
+} tr_adamw;
+
+/* One AdamW step (PyTorch's torch.optim.AdamW; decoupled decay p *= 1 - lr*wd
+ * on tensors with decay set). step counts from 1 (bias correction).
+ * Errors: AV_ENOMEM (moments allocated on first use), AV_EINVAL (step < 1). */
+int tr_adamw_step(tr_model *m, const tr_adamw *opt, float lr, int step, int n_threads,
+                  av_err *err);
+
+/* Global L2 norm of all gradients (double accumulation over fixed chunks:
+ * the same for any thread count). */
+double tr_grad_norm(const tr_model *m, int n_threads);
+/* Scale gradients by max_norm / (norm + 1e-6) when the norm exceeds max_norm
+ * (torch.nn.utils.clip_grad_norm_); max_norm <= 0 only measures. Returns the
+ * norm before clipping. */
+float tr_clip_grad_norm(tr_model *m, float max_norm, int n_threads);
+
+typedef struct tr_schedule {
+    float lr_max, lr_min;
+    int warmup, total; /* steps: linear warmup over [0, warmup), cosine to lr_min at total */
+} tr_schedule;
+
+/* LR at 0-based step: lr_max*(step+1)/warmup while step < warmup, then
+ * lr_min + 0.5*(lr_max-lr_min)*(1+cos(pi*(step-warmup)/(total-warmup))),
+ * lr_min from total on. */
+float tr_lr_at(const tr_schedule *s, int step);
+
+/* ---- per-op kernels (f32; forward and backward; tested by finite differences
+ * in tests/test_grad.c). Shapes row-major, last dimension fastest. Backward
+ * functions ADD into parameter gradients; input gradients are written unless
+ * the name says _acc. nt: OpenMP threads. ---------------------------------- */
+
+/* out [N, E] = table[ids[i]];  dtable [V, E] += scatter of dout. */
+void tr_embedding_fwd(float *out, const float *table, const int32_t *ids, int N, int E);
+void tr_embedding_bwd(float *dtable, const float *dout, const int32_t *ids, int N, int E);
+
+/* out = x * rstd * w, rstd [N] = 1/sqrt(mean(x^2)+eps);  x, out: [N, E].
+ * Backward: dx [N,E] += ..., dw [E] += sum_i dout*x*rstd. */
+void tr_rmsnorm_fwd(float *out, float *rstd, const float *x, const float *w, int N, int E,
+                    float eps, int nt);
+void tr_rmsnorm_bwd_acc(float *dx, float *dw, const float *dout, const float *x, const float *w,
+                        const float *rstd, int N, int E, int nt);
+
+/* Y [N, O] = X [N, In] W^T (W [O, In]). Backward: dX [N, In] = dY W (+= when
+ * acc), dW [O, In] += dY^T X (dW NULL: skipped). */
+void tr_matmul_fwd(float *Y, const float *X, const float *W, int N, int In, int O, int nt);
+void tr_matmul_bwd(float *dX, int acc, float *dW, const float *dY, const float *X,
+                   const float *W, int N, int In, int O, int nt);
+
+/* cos/sin tables [T, hd/2]: angle(t, i) = t * base^(-2i/hd) (double, rounded). */
+void tr_rope_table(float *cos_t, float *sin_t, int T, int hd, float base);
+/* Rotate x [N, n_head*hd] in place, row r at position r % T; bwd applies the
+ * inverse rotation to the gradient in place. mode: OPS_ROPE_NORM / _NEOX. */
+void tr_rope_fwd(float *x, int N, int T, int n_head, int hd, const float *cos_t,
+                 const float *sin_t, int mode, int nt);
+void tr_rope_bwd(float *dx, int N, int T, int n_head, int hd, const float *cos_t,
+                 const float *sin_t, int mode, int nt);
+
+/* Causal GQA attention: q [B*T, H*hd], k, v [B*T, KVH*hd], out [B*T, H*hd];
+ * head h reads kv head h / (H/KVH); scale 1/sqrt(hd). P [B, H, T, T] keeps
+ * the probabilities (zeros above the diagonal). scratch: tr_attention_scratch
+ * floats. Backward writes dq, dk, dv (same shapes as q, k, v). */
+size_t tr_attention_scratch(int T, int nt);
+void tr_attention_fwd(float *out, float *P, const float *q, const float *k, const float *v,
+                      int B, int T, int H, int KVH, int hd, float *scratch, int nt);
+void tr_attention_bwd(float *dq, float *dk, float *dv, const float *dout, const float *P,
+                      const float *q, const float *k, const float *v, int B, int T, int H,
+                      int KVH, int hd, float *scratch, int nt);
+
+/* h = silu(g) * u over n; backward writes dg, du. */
+void tr_swiglu_fwd(float *h, const float *g, const float *u, size_t n, int nt);
+void tr_swiglu_bwd(float *dg, float *du, const float *dh, const float *g, const float *u,
+                   size_t n, int nt);
+
+/* Fused softmax + cross-entropy over logits [N, V], in place: logits become
+ * probabilities, losses [N] = -log p[target] (0 where target < 0). Returns
+ * the number of counted rows; *sum the loss sum (double, summed in row order).
+ * Backward turns probabilities into dlogits = scale * (p - onehot) in place
+ * (rows with target < 0 become 0). */
+int tr_xent_fwd(float *logits, float *losses, const int32_t *targets, int N, int V, double *sum,
+                int nt);
+void tr_xent_bwd(float *probs, const int32_t *targets, int N, int V, float scale, int nt);
+
+#endif
