@@ -12,7 +12,7 @@ PREFIX  ?= /usr/local
 ARCH    := $(if $(PORTABLE),-mavx2 -mf16c -mfma,-march=native)
 CFLAGS  ?= -O2 -g
 CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -fopenmp $(ARCH) -Icore -MMD -MP
-LDLIBS  := -ljansson -lpcre2-8 -larchive -lopenblas -lm -fopenmp
+LDLIBS  := -ljansson -lpcre2-8 -larchive -lzstd -lopenblas -lm -fopenmp
 
 ifeq ($(SAN),1)
   BUILD   := build-san
@@ -24,7 +24,7 @@ else
   BIN     := bin
 endif
 
-TOOLS      := convert info tokenizer run eval quantize
+TOOLS      := convert info tokenizer run eval quantize train
 CORE_SRC   := $(wildcard core/*.c)
 CORE_OBJ   := $(CORE_SRC:%.c=$(BUILD)/%.o)
 LIB        := $(BUILD)/libanvil.a
@@ -77,7 +77,7 @@ fuzz:
 	@mkdir -p build-fuzz
 	@set -e; for f in $(FUZZ_SRC); do n=$$(basename $$f .c); \
 	  clang -std=c11 -D_GNU_SOURCE -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -Icore \
-	    $$f $(CORE_SRC) -o build-fuzz/$$n -ljansson -lpcre2-8 -larchive -lopenblas -lm -fopenmp; \
+	    $$f $(CORE_SRC) -o build-fuzz/$$n -ljansson -lpcre2-8 -larchive -lzstd -lopenblas -lm -fopenmp; \
 	  mkdir -p build-fuzz/corpus-$$n; cp -n tests/fuzz/corpus/$${n#fuzz_}/* build-fuzz/corpus-$$n/ 2>/dev/null || true; \
 	  echo "== $$n for $(FUZZ_SECONDS)s"; \
 	  ./build-fuzz/$$n -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 -max_len=65536 \

@@ -575,7 +575,8 @@ oom:
     return AV_ENOMEM;
 }
 
-int tok_encode(const tok *t, const char *text, size_t len, const tok_opts *o, int32_t **ids, size_t *n, av_err *err) {
+static int encode(const tok *t, const char *text, size_t len, const tok_opts *o, int continued, int32_t **ids, size_t *n,
+                  av_err *err) {
     *ids = NULL;
     *n = 0;
     int add_special = o ? o->add_special : 0, parse_special = o ? o->parse_special : 0;
@@ -591,7 +592,7 @@ int tok_encode(const tok *t, const char *text, size_t len, const tok_opts *o, in
         if (t->bos < 0) { rc = av_errf(err, AV_EINVAL, "tokenizer: the vocabulary asks for BOS but has none"); goto done; }
         if (tok_push(&out, &no, &cap, t->bos)) goto done;
     }
-    int prev_special = 1; /* SPM: space prefix on the first fragment and after special tokens */
+    int prev_special = !continued; /* SPM: space prefix on the first fragment and after special tokens */
     for (size_t i = 0; i < f.n; i++) {
         if (f.v[i].id >= 0) {
             if (tok_push(&out, &no, &cap, f.v[i].id)) goto done;
@@ -647,6 +648,15 @@ done:
     *ids = out;
     *n = no;
     return 0;
+}
+
+int tok_encode(const tok *t, const char *text, size_t len, const tok_opts *o, int32_t **ids, size_t *n, av_err *err) {
+    return encode(t, text, len, o, 0, ids, n, err);
+}
+
+int tok_encode_continued(const tok *t, const char *text, size_t len, const tok_opts *o, int32_t **ids, size_t *n,
+                         av_err *err) {
+    return encode(t, text, len, o, 1, ids, n, err);
 }
 
 /* ---- decode --------------------------------------------------------------------- */

@@ -48,6 +48,10 @@ typedef struct tok_opts {
  * Errors: AV_ENOMEM. */
 int tok_encode(const tok *t, const char *text, size_t len, const tok_opts *o,
                int32_t **ids, size_t *n, av_err *err);
+/* The same for text that continues an earlier piece (chunked encoding of a
+ * long text): no SPM space prefix at its start (after special tokens as usual). */
+int tok_encode_continued(const tok *t, const char *text, size_t len, const tok_opts *o,
+                         int32_t **ids, size_t *n, av_err *err);
 
 /* Decode ids to text (*text malloc'd, NUL-terminated, *len bytes). Special
  * (control) tokens are rendered as their text when render_special is set.
