@@ -11,7 +11,7 @@
 
 #include <sys/stat.h>
 
-#include "hf.h"
+#include "loader.h"
 #include "llama2c.h"
 #include "progress.h"
 #include "run.h"
@@ -157,23 +157,6 @@ static json_t *json_ids(const int32_t *ids, int n) {
     json_t *a = json_array();
     for (int i = 0; i < n; i++) json_array_append_new(a, json_integer(ids[i]));
     return a;
-}
-
-/* An HF folder's vocabulary: tokenizer.json beside the weights. */
-static int load_folder_tokenizer(const char *model, tok **t, av_err *err) {
-    char path[4096];
-    struct stat st;
-    if (stat(model, &st) == 0 && S_ISDIR(st.st_mode)) {
-        snprintf(path, sizeof path, "%s/tokenizer.json", model);
-    } else {
-        const char *slash = strrchr(model, '/');
-        snprintf(path, sizeof path, "%.*s/tokenizer.json", slash ? (int)(slash - model) : 1,
-                 slash ? model : ".");
-    }
-    if (access(path, R_OK) != 0)
-        return av_errf(err, AV_ENOTFOUND,
-                       "%s: no vocabulary (no tokenizer.json beside it); pass --tokenizer", model);
-    return tok_load(path, t, err);
 }
 
 static double per_s(int n, double s) { return n > 0 && s > 0 ? n / s : 0; }
@@ -338,11 +321,11 @@ int main(int argc, char **argv) {
 
     /* ---- load ---- */
     double t0 = av_now();
-    if (fmt == AV_FMT_LLAMA2C) rc = l2c_read(o.model, o.bench ? NULL : o.tokenizer, &m, &err);
-    else if ((rc = av_model_read(o.model, &m, &err)) == 0)
-        rc = hf_normalize(m, o.model, &err); /* HF folders: GGUF names and layout */
-    if (rc) goto fail;
-    if ((rc = llm_new(m, o.model, &l, &err))) goto fail;
+    av_loaded ld;
+    if ((rc = av_load(o.model, o.tokenizer, !o.bench, &ld, &err))) goto fail;
+    m = ld.model;
+    l = ld.llm;
+    t = ld.tok;
     /* auto threads: a token of a model under 4 MiB takes ~0.1 ms on one core,
      * less than waking and syncing a second one between sampled tokens costs */
     if (o.n_threads == 0) o.n_threads = l->weight_bytes < (4 << 20) || nc < 1 ? 1 : (int)nc;
@@ -350,11 +333,6 @@ int main(int argc, char **argv) {
         rc = run_bench(&o, l, (av_now() - t0) * 1e3);
         goto out;
     }
-    if (o.tokenizer && fmt != AV_FMT_LLAMA2C) rc = tok_load(o.tokenizer, &t, &err);
-    else if (fmt == AV_FMT_SAFETENSORS && !av_kvs_find(&m->kv, "tokenizer.ggml.model"))
-        rc = load_folder_tokenizer(o.model, &t, &err);
-    else rc = tok_from_kv(&m->kv, o.model, &t, &err);
-    if (rc) goto fail;
     double load_ms = (av_now() - t0) * 1e3;
 
     /* ---- prompt and context ---- */
