@@ -9,10 +9,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <sys/stat.h>
 
 #include "loader.h"
-#include "llama2c.h"
 #include "progress.h"
 #include "run.h"
 
