@@ -97,7 +97,7 @@ static int get_weight(const av_model *m, const char *name, const char *tname, in
     }
     if (!ops_weight_supported(t->src_dtype))
         return av_errf(err, AV_EUNSUPPORTED,
-                       "%s: tensor '%s' is %s; the forward pass takes f32, f16 or bf16 weights",
+                       "%s: tensor '%s' is %s; the forward pass takes f32, f16, bf16 and Q4_0..Q8_0 / K-quant weights",
                        name, tname, av_dtype_name(t->src_dtype));
     w->name = t->name;
     w->data = t->data;

@@ -24,7 +24,7 @@ typedef struct llm_hparams {
 typedef struct llm_weight {
     const char *name; /* the tensor's name in the model */
     const void *data; /* view into the model's mmap or buffer */
-    av_dtype type;    /* F32, F16 or BF16 */
+    av_dtype type;    /* F32, F16, BF16 or a quantized type (ops_weight_supported) */
     int64_t rows, cols;
 } llm_weight;
 
