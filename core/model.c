@@ -67,6 +67,23 @@ av_tensor *av_model_find(const av_model *m, const char *name) {
     return NULL;
 }
 
+static int cmp_str(const void *a, const void *b) {
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+int av_model_check_unique_names(const av_model *m, const char *path, av_err *err) {
+    const char **v = malloc((m->n_tensors + 1) * sizeof *v);
+    if (!v) return av_errf(err, AV_ENOMEM, "%s: out of memory", path);
+    for (size_t i = 0; i < m->n_tensors; i++) v[i] = m->tensors[i].name;
+    qsort(v, m->n_tensors, sizeof *v, cmp_str);
+    int rc = 0;
+    for (size_t i = 1; i < m->n_tensors && !rc; i++)
+        if (strcmp(v[i - 1], v[i]) == 0)
+            rc = av_errf(err, AV_EFORMAT, "%s: tensor '%s' appears in more than one shard", path, v[i]);
+    free(v);
+    return rc;
+}
+
 int64_t av_model_nparams(const av_model *m) {
     int64_t n = 0;
     for (size_t i = 0; i < m->n_tensors; i++) {

@@ -43,6 +43,10 @@ av_tensor *av_model_add_tensor(av_model *m, const char *name, av_dtype dtype, in
 /* Tensor by name, or NULL. */
 av_tensor *av_model_find(const av_model *m, const char *name);
 
+/* Fail with AV_EFORMAT "<path>: tensor 'X' appears in more than one shard"
+ * when two tensors share a name (sharded readers merge files). AV_ENOMEM. */
+int av_model_check_unique_names(const av_model *m, const char *path, av_err *err);
+
 /* Total element count over all tensors. */
 int64_t av_model_nparams(const av_model *m);
 

@@ -766,7 +766,7 @@ static int read_file(av_model *m, const char *path, const pt_read_opts *o, av_er
  * weight_map name must be in its shard, no name in two shards. */
 static int read_index(av_model *m, const char *path, const pt_read_opts *o, av_err *err) {
     char *text = NULL, *dir = NULL, *shard = NULL;
-    const char **shards = NULL, **names = NULL;
+    const char **shards = NULL;
     json_t *root = NULL;
     size_t len, nshards = 0;
     int rc = av_read_file(path, PT_MAX_INDEX, &text, &len, err);
@@ -807,16 +807,8 @@ static int read_index(av_model *m, const char *path, const pt_read_opts *o, av_e
             }
         }
     }
-    if (!(names = malloc((m->n_tensors + 1) * sizeof *names))) { rc = av_errf(err, AV_ENOMEM, "%s: out of memory", path); goto done; }
-    for (size_t i = 0; i < m->n_tensors; i++) names[i] = m->tensors[i].name;
-    qsort(names, m->n_tensors, sizeof *names, name_cmp);
-    for (size_t i = 1; i < m->n_tensors; i++)
-        if (!strcmp(names[i - 1], names[i])) {
-            rc = av_errf(err, AV_EFORMAT, "%s: tensor '%s' appears in more than one shard", path, names[i]);
-            goto done;
-        }
+    rc = av_model_check_unique_names(m, path, err);
 done:
-    free(names);
     free(shards);
     free(shard);
     free(dir);

@@ -336,17 +336,7 @@ static int read_index(av_model *m, const char *path, av_err *err) {
             }
         }
     }
-    free(names);
-    if (!(names = sorted_names(m, 0))) {
-        rc = av_errf(err, AV_ENOMEM, "%s: out of memory", path);
-        goto done;
-    }
-    for (size_t i = 1; i < m->n_tensors; i++) {
-        if (strcmp(names[i - 1], names[i]) == 0) {
-            rc = av_errf(err, AV_EFORMAT, "%s: tensor '%s' appears in more than one shard", path, names[i]);
-            goto done;
-        }
-    }
+    rc = av_model_check_unique_names(m, path, err);
 done:
     free(names);
     free(shards);
