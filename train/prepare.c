@@ -161,7 +161,9 @@ int cmd_prepare(int argc, char **argv) {
     json_object_set_new(j, "format", json_string("anvil token shards"));
     json_object_set_new(j, "version", json_integer(SHARD_VERSION));
     json_t *jt = json_object();
-    json_object_set_new(jt, "path", json_string(tok_path));
+    char *abs_tok = realpath(tok_path, NULL); /* the trainer runs from anywhere */
+    json_object_set_new(jt, "path", json_string(abs_tok ? abs_tok : tok_path));
+    free(abs_tok);
     json_object_set_new(jt, "kind", json_string(kind_name(tok_get_kind(t))));
     json_object_set_new(jt, "vocab_hash", json_string(hash));
     json_object_set_new(jt, "bos", json_integer(tok_bos(t)));

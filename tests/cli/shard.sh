@@ -7,7 +7,7 @@ TOK=$SHARED/models/tok512.bin
 
 run "$BIN/anvil" train --help
 check "train --help exits 0" [ "$RC" -eq 0 ]
-check "  lists prepare and says training is not built yet" bash -c "grep -q prepare <<<\"\$1\" && grep -q 'not built yet' <<<\"\$1\"" _ "$OUT"
+check "  lists prepare, plot and --resume" bash -c "grep -q prepare <<<\"\$1\" && grep -q plot <<<\"\$1\" && grep -q -- --resume <<<\"\$1\"" _ "$OUT"
 run "$BIN/anvil" train
 check "train without a command exits 2" [ "$RC" -eq 2 ]
 run "$BIN/anvil" train fly
