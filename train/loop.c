@@ -207,8 +207,6 @@ static int validate(run *r) {
             return av_errf(&r->err, AV_EINVAL, "head size %d (dim/heads) must be even for RoPE", dim / heads);
     }
     if (o->min_lr > o->lr) return av_errf(&r->err, AV_EINVAL, "--min-lr %g exceeds --lr %g", o->min_lr, o->lr);
-    if (o->warmup >= o->steps && o->steps > 1)
-        return av_errf(&r->err, AV_EINVAL, "--warmup %d must be below --steps %d", o->warmup, o->steps);
     return 0;
 }
 

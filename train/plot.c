@@ -29,7 +29,8 @@ static const char *const COLORS[] = { "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728"
                                       "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf" };
 #define N_COLORS (sizeof COLORS / sizeof COLORS[0])
 
-typedef struct { double *x, *y; size_t n, cap; } series;
+typedef struct { double x, y; } pt; /* step, loss */
+typedef struct { pt *p; size_t n, cap; } series;
 typedef struct { const char *path; series tr, va; } run;
 typedef struct { char *s; size_t n, cap; int oom; } sbuf;
 /* lo/hi in plotted units (log10 of the loss when log) */
@@ -61,15 +62,11 @@ static void usage(FILE *f) {
 static int push(series *s, double x, double y) {
     if (s->n == s->cap) {
         size_t cap = s->cap ? s->cap * 2 : 256;
-        double *nx = realloc(s->x, cap * sizeof *nx);
-        if (!nx) return -1;
-        s->x = nx;
-        double *ny = realloc(s->y, cap * sizeof *ny);
-        if (!ny) return -1;
-        s->y = ny;
-        s->cap = cap;
+        pt *np = realloc(s->p, cap * sizeof *np);
+        if (!np) return -1;
+        s->p = np, s->cap = cap;
     }
-    s->x[s->n] = x, s->y[s->n] = y, s->n++;
+    s->p[s->n++] = (pt){ x, y };
     return 0;
 }
 
@@ -219,7 +216,7 @@ static int ticks(const axis *a, double *t) {
 }
 
 static void tick_label(const axis *a, double v, char *buf, size_t n) {
-    if (a->log || fabs(v) >= 1e6) snprintf(buf, n, "%g", v);
+    if (a->log || fabs(v) >= 1e9) snprintf(buf, n, "%g", v);
     else snprintf(buf, n, "%.*f", a->step >= 1 ? 0 : (int)ceil(-log10(a->step) - 1e-9), v);
 }
 
@@ -230,29 +227,42 @@ static double py(const axis *a, double v) {
     return MT + PH - (t - a->lo) / (a->hi - a->lo) * PH;
 }
 
-/* A polyline through (x, y), averaged per bucket down to max points. */
-static void polyline(sbuf *b, const axis *ax, const axis *ay, const double *x, const double *y, size_t n,
-                     size_t max, const char *attrs) {
+/* A polyline through p, averaged per bucket down to max points. */
+static void polyline(sbuf *b, const axis *ax, const axis *ay, const pt *p, size_t n, size_t max, const char *attrs) {
     size_t m = n > max ? max : n;
     sb_printf(b, "<polyline %s points=\"", attrs);
     for (size_t k = 0; k < m; k++) {
         size_t i0 = k * n / m, i1 = (k + 1) * n / m;
         double sx = 0, sy = 0;
-        for (size_t i = i0; i < i1; i++) sx += x[i], sy += y[i];
+        for (size_t i = i0; i < i1; i++) sx += p[i].x, sy += p[i].y;
         sb_printf(b, "%s%.1f,%.1f", k ? " " : "", px(ax, sx / (double)(i1 - i0)), py(ay, sy / (double)(i1 - i0)));
     }
     sb_printf(b, "\"/>\n");
 }
 
+/* out[i] = (p[i].x, mean of p[].y over the centred window [i - w/2, i - w/2 + w), cut
+ * at the ends): no lag behind the raw curve. */
+static void moving_average(const pt *p, size_t n, size_t w, pt *out) {
+    size_t h = w / 2, lo = 0, hi = 0;
+    double sum = 0;
+    for (size_t i = 0; i < n; i++) {
+        size_t want_lo = i > h ? i - h : 0, want_hi = i + w - h < n ? i + w - h : n;
+        while (hi < want_hi) sum += p[hi++].y;
+        while (lo < want_lo) sum -= p[lo++].y;
+        out[i] = (pt){ p[i].x, sum / (double)(hi - lo) };
+    }
+}
+
 /* The whole SVG into b. Returns -1 (after printing why) when it cannot be drawn. */
 static int render(sbuf *b, const run *runs, int n_runs, const char *title, long smooth, int log_y) {
-    double xmn = INFINITY, xmx = -INFINITY, ymn = INFINITY, ymx = -INFINITY, *sm = NULL;
+    double xmn = INFINITY, xmx = -INFINITY, ymn = INFINITY, ymx = -INFINITY;
+    pt *sm = NULL;
     for (int r = 0; r < n_runs; r++)
         for (int v = 0; v < 2; v++) {
             const series *s = v ? &runs[r].va : &runs[r].tr;
-            for (size_t i = 0; i < s->n; i++) {
-                xmn = fmin(xmn, s->x[i]), xmx = fmax(xmx, s->x[i]);
-                if (!log_y || s->y[i] > 0) ymn = fmin(ymn, s->y[i]), ymx = fmax(ymx, s->y[i]);
+            for (const pt *q = s->p; q < s->p + s->n; q++) {
+                xmn = fmin(xmn, q->x), xmx = fmax(xmx, q->x);
+                if (!log_y || q->y > 0) ymn = fmin(ymn, q->y), ymx = fmax(ymx, q->y);
             }
         }
     if (ymn > ymx) { fprintf(stderr, PFX ": --log-y: no positive loss values to plot\n"); return -1; }
@@ -266,20 +276,17 @@ static int render(sbuf *b, const run *runs, int n_runs, const char *title, long 
                  "<text class=\"title\" x=\"%.1f\" y=\"26\" text-anchor=\"middle\" font-size=\"16\">",
               W, H, W, H, W, H, ML + PW / 2);
     sb_esc(b, title);
-    sb_printf(b, "</text>\n<g class=\"grid\" stroke=\"#e6e6e6\">\n");
-    for (int i = 0; i < nx; i++)
-        sb_printf(b, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\"/>\n", px(&ax, tx[i]), MT, px(&ax, tx[i]), MT + PH);
-    for (int i = 0; i < ny; i++)
-        sb_printf(b, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\"/>\n", ML, py(&ay, ty[i]), ML + PW, py(&ay, ty[i]));
-    sb_printf(b, "</g>\n<g class=\"xticks\" text-anchor=\"middle\" fill=\"#333\">\n");
-    for (int i = 0; i < nx; i++) {
+    sb_printf(b, "</text>\n<g class=\"xticks\" text-anchor=\"middle\" fill=\"#333\" stroke=\"#e6e6e6\">\n");
+    for (int i = 0; i < nx; i++) { /* light grid line + label per tick */
         tick_label(&ax, tx[i], lab, sizeof lab);
-        sb_printf(b, "<text x=\"%.1f\" y=\"%.1f\">%s</text>\n", px(&ax, tx[i]), MT + PH + 18, lab);
+        sb_printf(b, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\"/><text x=\"%.1f\" y=\"%.1f\" stroke=\"none\">%s</text>\n",
+                  px(&ax, tx[i]), MT, px(&ax, tx[i]), MT + PH, px(&ax, tx[i]), MT + PH + 18, lab);
     }
-    sb_printf(b, "</g>\n<g class=\"yticks\" text-anchor=\"end\" fill=\"#333\">\n");
+    sb_printf(b, "</g>\n<g class=\"yticks\" text-anchor=\"end\" fill=\"#333\" stroke=\"#e6e6e6\">\n");
     for (int i = 0; i < ny; i++) {
         tick_label(&ay, ty[i], lab, sizeof lab);
-        sb_printf(b, "<text x=\"%.1f\" y=\"%.1f\">%s</text>\n", ML - 6, py(&ay, ty[i]) + 4, lab);
+        sb_printf(b, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\"/><text x=\"%.1f\" y=\"%.1f\" stroke=\"none\">%s</text>\n",
+                  ML, py(&ay, ty[i]), ML + PW, py(&ay, ty[i]), ML - 6, py(&ay, ty[i]) + 4, lab);
     }
     sb_printf(b, "</g>\n<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"none\" stroke=\"#333\"/>\n"
                  "<text class=\"xtitle\" x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">step</text>\n"
@@ -290,32 +297,23 @@ static int render(sbuf *b, const run *runs, int n_runs, const char *title, long 
         const run *u = &runs[r];
         const char *c = COLORS[(size_t)r % N_COLORS];
         sb_printf(b, "<g class=\"run\" fill=\"none\" stroke=\"%s\">\n", c);
+        free(sm);
+        sm = NULL;
         if (u->tr.n && smooth > 1) {
-            free(sm);
             if (!(sm = malloc(u->tr.n * sizeof *sm))) { fprintf(stderr, PFX ": out of memory\n"); return -1; }
-            /* centred window [i - h, i - h + w), cut at the ends: no lag behind the raw curve */
-            size_t w = (size_t)smooth, h = w / 2, lo = 0, hi = 0;
-            double sum = 0;
-            for (size_t i = 0; i < u->tr.n; i++) {
-                size_t want_lo = i > h ? i - h : 0, want_hi = i + w - h < u->tr.n ? i + w - h : u->tr.n;
-                while (hi < want_hi) sum += u->tr.y[hi++];
-                while (lo < want_lo) sum -= u->tr.y[lo++];
-                sm[i] = sum / (double)(hi - lo);
-            }
-            polyline(b, &ax, &ay, u->tr.x, u->tr.y, u->tr.n, MAX_PTS, "class=\"train-raw\" stroke-opacity=\"0.25\"");
-            polyline(b, &ax, &ay, u->tr.x, sm, u->tr.n, MAX_PTS, "class=\"train\" stroke-width=\"1.5\"");
-        } else if (u->tr.n) {
-            polyline(b, &ax, &ay, u->tr.x, u->tr.y, u->tr.n, MAX_PTS, "class=\"train\" stroke-width=\"1.5\"");
+            moving_average(u->tr.p, u->tr.n, (size_t)smooth, sm);
+            polyline(b, &ax, &ay, u->tr.p, u->tr.n, MAX_PTS, "class=\"train-raw\" stroke-opacity=\"0.25\"");
         }
+        if (u->tr.n) polyline(b, &ax, &ay, sm ? sm : u->tr.p, u->tr.n, MAX_PTS, "class=\"train\" stroke-width=\"1.5\"");
         if (u->va.n) {
-            polyline(b, &ax, &ay, u->va.x, u->va.y, u->va.n, u->va.n, "class=\"val\" stroke-dasharray=\"6 3\"");
+            polyline(b, &ax, &ay, u->va.p, u->va.n, u->va.n, "class=\"val\" stroke-dasharray=\"6 3\"");
             sb_printf(b, "<g class=\"val-points\" fill=\"white\">\n");
             for (size_t i = 0; i < u->va.n; i++)
-                sb_printf(b, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3\"/>\n", px(&ax, u->va.x[i]), py(&ay, u->va.y[i]));
+                sb_printf(b, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3\"/>\n", px(&ax, u->va.p[i].x), py(&ay, u->va.p[i].y));
             sb_printf(b, "</g>\n");
         }
         sb_printf(b, "</g>\n");
-        n_leg += (u->tr.n > 0) + (u->va.n > 0);
+        n_leg += (size_t)(u->tr.n > 0) + (size_t)(u->va.n > 0);
         max_len = strlen(u->path) + 7 > max_len ? strlen(u->path) + 7 : max_len;
     }
     free(sm);
@@ -337,6 +335,33 @@ static int render(sbuf *b, const run *runs, int n_runs, const char *title, long 
     sb_printf(b, "</g>\n</svg>\n");
     if (b->oom) { fprintf(stderr, PFX ": out of memory\n"); return -1; }
     return 0;
+}
+
+/* The --json summary (see usage); NULL when out of memory. */
+static json_t *summary(const run *runs, int n_runs, const char *out_path) {
+    size_t tp = 0, vp = 0;
+    double mn = INFINITY;
+    json_t *j = json_object(), *files = json_array();
+    for (int r = 0; r < n_runs; r++) {
+        const run *u = &runs[r];
+        double rmn = INFINITY;
+        for (size_t i = 0; i < u->tr.n; i++) rmn = fmin(rmn, u->tr.p[i].y);
+        mn = fmin(mn, rmn), tp += u->tr.n, vp += u->va.n;
+        json_t *f = json_object();
+        json_object_set_new(f, "path", json_string(u->path));
+        json_object_set_new(f, "train_points", json_integer((json_int_t)u->tr.n));
+        json_object_set_new(f, "val_points", json_integer((json_int_t)u->va.n));
+        json_object_set_new(f, "min_loss", u->tr.n ? json_real(rmn) : json_null());
+        json_object_set_new(f, "final_val_loss", u->va.n ? json_real(u->va.p[u->va.n - 1].y) : json_null());
+        json_array_append_new(files, f);
+    }
+    json_object_set_new(j, "train_points", json_integer((json_int_t)tp));
+    json_object_set_new(j, "val_points", json_integer((json_int_t)vp));
+    json_object_set_new(j, "min_loss", tp ? json_real(mn) : json_null());
+    json_object_set(j, "final_val_loss", json_object_get(json_array_get(files, (size_t)n_runs - 1), "final_val_loss"));
+    json_object_set_new(j, "output", json_string(out_path));
+    json_object_set_new(j, "files", files);
+    return j;
 }
 
 int cmd_plot(int argc, char **argv) {
@@ -388,32 +413,10 @@ int cmd_plot(int argc, char **argv) {
     o = NULL;
     if (crc) goto io_fail;
     if (as_json) {
-        size_t tp = 0, vp = 0;
-        double mn = INFINITY;
-        json_t *files = json_array(), *fv = json_null();
-        j = json_object();
-        for (int r = 0; r < n_runs; r++) {
-            const run *u = &runs[r];
-            double rmn = INFINITY;
-            for (size_t i = 0; i < u->tr.n; i++) rmn = fmin(rmn, u->tr.y[i]);
-            mn = fmin(mn, rmn), tp += u->tr.n, vp += u->va.n;
-            json_t *f = json_object();
-            json_object_set_new(f, "path", json_string(u->path));
-            json_object_set_new(f, "train_points", json_integer((json_int_t)u->tr.n));
-            json_object_set_new(f, "val_points", json_integer((json_int_t)u->va.n));
-            json_object_set_new(f, "min_loss", u->tr.n ? json_real(rmn) : json_null());
-            json_object_set_new(f, "final_val_loss", u->va.n ? json_real(u->va.y[u->va.n - 1]) : json_null());
-            json_array_append_new(files, f);
-            if (r == n_runs - 1) json_decref(fv), fv = json_incref(json_object_get(f, "final_val_loss"));
-        }
-        json_object_set_new(j, "train_points", json_integer((json_int_t)tp));
-        json_object_set_new(j, "val_points", json_integer((json_int_t)vp));
-        json_object_set_new(j, "min_loss", tp ? json_real(mn) : json_null());
-        json_object_set_new(j, "final_val_loss", fv);
-        json_object_set_new(j, "output", json_string(out_path));
-        json_object_set_new(j, "files", files);
+        j = summary(runs, n_runs, out_path);
         /* 15 digits: the %.9g inputs come back as written, without %.17g's ...00000005 tails */
-        if (json_dumpf(j, stdout, JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(15)) || puts("") == EOF || fflush(stdout)) {
+        if (!j || json_dumpf(j, stdout, JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(15)) || puts("") == EOF ||
+            fflush(stdout)) {
             fprintf(stderr, PFX ": cannot write to stdout\n");
             goto done;
         }
@@ -425,8 +428,7 @@ io_fail:
 done:
     av_out_abort(o);
     json_decref(j);
-    if (runs)
-        for (int r = 0; r < n_runs; r++) free(runs[r].tr.x), free(runs[r].tr.y), free(runs[r].va.x), free(runs[r].va.y);
+    for (int r = 0; r < n_runs; r++) free(runs[r].tr.p), free(runs[r].va.p);
     free(runs);
     free(sb.s);
     free(tb.s);
