@@ -384,6 +384,7 @@ static int train_steps(run *r, int *stopped) {
                     "{\"type\":\"train\",\"step\":%d,\"loss\":%.9g,\"lr\":%.9g,\"grad_norm\":%.9g,"
                     "\"tokens_per_s\":%.1f,\"mfu\":%.4f,\"time_s\":%.3f}\n",
                     r->step, loss, (double)lr, gnorm, tps, mfu, el);
+        if (r->metrics) fflush(r->metrics); /* live for `tail -f`; a kill loses at most this line */
         if (!o->quiet && !o->bench) {
             int last = r->step == o->steps;
             if (tty ? (now - last_draw > 0.1 || last) : (log_every && (r->step % log_every == 0 || last))) {

@@ -46,7 +46,7 @@ run "$BIN/anvil" convert ra/checkpoint.safetensors ck.gguf
 check "  the checkpoint is a safetensors file anvil convert reads" [ "$RC" -eq 0 -a -s ck.gguf ]
 
 # kill -9 at a random step, then --resume: every later step equals the uninterrupted run
-k=$((5 + RANDOM % 30))
+k=$((9 + RANDOM % 28)) # after the first checkpoint (step 7)
 "$BIN/anvil" train "${ARGS[@]}" -o rb & pid=$!
 for _ in $(seq 1 3000); do
   [ "$(cat rb/metrics.jsonl 2>/dev/null | grep -c '"type":"train"')" -ge "$k" ] && break
