@@ -2,7 +2,7 @@
 #   make            build libanvil.a and every tool into bin/
 #   make test       unit suites (Criterion) + CLI golden tests; ends with "N passed, N failed"
 #   make SAN=1 test the same under ASan+UBSan (objects in build-san/, tools in build-san/bin/)
-#   make demo       convert the bundled stories260K to GGUF and show `anvil info`
+#   make demo       tokenizer -> shards -> pretrain -> GGUF -> quantize -> eval -> run (scripts/demo.sh)
 #   make bench      conversion throughput vs cp, info latency (docs/BENCHMARKS.md)
 #   make fuzz       libFuzzer targets, FUZZ_SECONDS each (clang)
 #   PORTABLE=1      no -march=native
