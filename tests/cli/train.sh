@@ -42,6 +42,20 @@ run "$BIN/anvil" run ra/hf -p "ROMEO:" -n 8 --temp 0 --tokenizer tok.json
 gg=$("$BIN/anvil" run ra/model.gguf -p "ROMEO:" -n 8 --temp 0 2>/dev/null | od -c | md5sum)
 hh=$("$BIN/anvil" run ra/hf -p "ROMEO:" -n 8 --temp 0 --tokenizer tok.json 2>/dev/null | od -c | md5sum)
 check "  the HF folder generates what the GGUF does" [ "$RC" -eq 0 -a "$gg" = "$hh" ]
+LLAMA_DIR=${XDG_CACHE_HOME:-$HOME/.cache}/anvil/llama.cpp
+LLAMA_ARCHIVE=${ANVIL_LLAMACPP_ARCHIVE:-$SHARED/tools/llama.cpp/llama.cpp-3f545bec-linux-x86_64-zen4.tar.xz}
+if [ ! -x "$LLAMA_DIR/llama-simple" ] && [ -f "$LLAMA_ARCHIVE" ]; then
+  mkdir -p "$LLAMA_DIR" && tar xJf "$LLAMA_ARCHIVE" -C "$LLAMA_DIR" 2>/dev/null
+fi
+if [ -x "$LLAMA_DIR/llama-simple" ]; then
+  # llama-simple echoes the prompt and generates greedily; anvil prints only the continuation
+  L=$("$LLAMA_DIR/llama-simple" -m ra/model.gguf -n 12 "ROMEO:" 2>/dev/null | od -c)
+  A=$( { printf 'ROMEO:'; "$BIN/anvil" run ra/model.gguf -p "ROMEO:" -n 12 --temp 0 2>/dev/null; echo; } | od -c)
+  check "  llama.cpp (llama-simple) loads the trained GGUF and generates what anvil run does" \
+    bash -c '[ -n "$0" ] && [ "$0" = "$1" ]' "$L" "$A"
+else
+  echo "# SKIP llama-simple check: llama.cpp tools archive not found ($LLAMA_ARCHIVE) — not counted as a pass"
+fi
 run "$BIN/anvil" convert ra/checkpoint.safetensors ck.gguf
 check "  the checkpoint is a safetensors file anvil convert reads" [ "$RC" -eq 0 -a -s ck.gguf ]
 
