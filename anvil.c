@@ -12,7 +12,7 @@ static const struct { const char *name, *what; } TOOLS[] = {
     { "convert", "convert between GGUF, safetensors and llama2.c formats" },
     { "info", "describe a model file: metadata, tensors, parameter count" },
     { "tokenizer", "encode/decode text with any vocabulary; train byte-level BPE" },
-    { "train", "prepare token datasets (train prepare); pretraining and LoRA not built yet" },
+    { "train", "pretrain Llama models; token datasets (train prepare), loss plots (train plot)" },
     { "quantize", "quantize GGUF models to Q4_0..Q8_0, K-quant mixes, F16/BF16 as llama-quantize does" },
     { "eval", "perplexity, KLD and top-1 agreement as a CI gate (--gate, exit 3)" },
     { "run", "generate text with a model: sampling, beam search, stop strings, --bench" },
