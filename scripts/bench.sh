@@ -220,3 +220,6 @@ bash "$(dirname "$0")/bench_quantize.sh" "$BIN"
 
 # anvil eval perplexity vs llama-perplexity: tokens/s and PPL (issue: quantize/eval)
 bash "$(dirname "$0")/bench_eval.sh" "$BIN"
+
+# anvil train --bench vs a PyTorch peer: training tokens/s and MFU (issue: anvil train)
+bash "$(dirname "$0")/bench_train.sh" "$BIN"
