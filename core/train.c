@@ -21,10 +21,10 @@ struct tr_acts {
     float *xn1, *xn2; /* [L][N, E]: normed inputs of attention / FFN */
     float *rstd1, *rstd2; /* [L][N] */
     float *q, *k, *v, *atty; /* [L][N, Q|KV|KV|Q], q and k after RoPE */
-    float *P;         /* [L][B, H, T, T] attention probabilities */
+    float *P;         /* [L][B, H, T, 2] attention softmax max and 1/sum */
     float *hg, *hu, *hh; /* [L][N, F] gate, up, silu(gate)*up */
     float *xnf, *rstdf; /* [N, E], [N] */
-    float *logits;    /* [N, V]: logits, then probabilities, then dlogits */
+    float *logits;    /* [N, V]: logits, then p - onehot (dlogits before the loss scale) */
     float *losses;    /* [N] */
     float *cos_t, *sin_t; /* [T, hd/2] */
     /* backward scratch, one layer's worth */
@@ -300,12 +300,12 @@ static int acts_plan(tr_model *m, int B, int T, av_err *err) {
         {&a->x, (L + 1) * N * E}, {&a->xmid, L * N * E}, {&a->xn1, L * N * E},
         {&a->xn2, L * N * E}, {&a->rstd1, L * N}, {&a->rstd2, L * N}, {&a->q, L * N * Q},
         {&a->k, L * N * KV}, {&a->v, L * N * KV}, {&a->atty, L * N * Q},
-        {&a->P, L * B * H * T * T}, {&a->hg, L * N * F}, {&a->hu, L * N * F},
+        {&a->P, L * B * H * T * 2}, {&a->hg, L * N * F}, {&a->hu, L * N * F},
         {&a->hh, L * N * F}, {&a->xnf, N * E}, {&a->rstdf, N}, {&a->logits, N * V},
         {&a->losses, N}, {&a->cos_t, (size_t)T * hd2}, {&a->sin_t, (size_t)T * hd2},
         {&a->dx, N * E}, {&a->dxn, N * E}, {&a->dq, N * Q}, {&a->dk, N * KV}, {&a->dv, N * KV},
         {&a->datt, N * Q}, {&a->dhg, N * F}, {&a->dhu, N * F}, {&a->dhh, N * F},
-        {&a->att_scratch, tr_attention_scratch(T, ntm)},
+        {&a->att_scratch, tr_attention_scratch(T, m->head_dim, ntm)},
     };
     size_t total = 0;
     for (size_t i = 0; i < sizeof plan / sizeof *plan; i++) total += (plan[i].n + 15) & ~(size_t)15;
@@ -329,6 +329,30 @@ static int acts_plan(tr_model *m, int B, int T, av_err *err) {
 
 /* ---- forward / backward ----------------------------------------------- */
 
+/* Per-phase seconds, accumulated when built with -DTR_PROFILE (for
+ * scripts/bench/train_core.c); compiled out otherwise. */
+#ifdef TR_PROFILE
+enum { P_EMB, P_NORM, P_QKV, P_ROPE, P_ATT, P_WO, P_FFN, P_SWIGLU, P_HEAD, P_XENT,
+       P_HEAD_B, P_NORM_B, P_FFN_B, P_SWIGLU_B, P_WO_B, P_ATT_B, P_ROPE_B, P_QKV_B,
+       P_EMB_B, P_N };
+double tr_prof[P_N];
+const char *const tr_prof_name[P_N] = {
+    "emb", "norm", "qkv", "rope", "att", "wo", "ffn", "swiglu", "head", "xent",
+    "| head_b", "norm_b", "ffn_b", "swiglu_b", "wo_b", "att_b", "rope_b", "qkv_b",
+    "emb_b"};
+const int tr_prof_n = P_N;
+#define PROF_START double prof_t_ = omp_get_wtime()
+#define PROF(k)                                \
+    do {                                       \
+        const double t_ = omp_get_wtime();     \
+        tr_prof[k] += t_ - prof_t_;            \
+        prof_t_ = t_;                          \
+    } while (0)
+#else
+#define PROF_START ((void)0)
+#define PROF(k) ((void)0)
+#endif
+
 int tr_forward(tr_model *m, const int32_t *inputs, const int32_t *targets, int B, int T,
                float *loss, float *logits, int n_threads, av_err *err) {
     const tr_config *c = &m->cfg;
@@ -350,43 +374,58 @@ int tr_forward(tr_model *m, const int32_t *inputs, const int32_t *targets, int B
     memcpy(a->inputs, inputs, N * sizeof(int32_t));
     a->have_targets = 0;
 
+    PROF_START;
     tr_embedding_fwd(a->x, tr_param(m, m->t_embd), inputs, (int)N, E);
+    PROF(P_EMB);
     for (int l = 0; l < c->n_layer; l++) {
         const int *tl = m->t_layer + (size_t)l * TR_PER_LAYER;
         float *x = a->x + l * N * E, *xmid = a->xmid + l * N * E, *xout = a->x + (l + 1) * N * E;
         float *xn1 = a->xn1 + l * N * E, *xn2 = a->xn2 + l * N * E;
         float *q = a->q + l * N * Q, *k = a->k + l * N * KV, *v = a->v + l * N * KV;
-        float *atty = a->atty + l * N * Q, *P = a->P + (size_t)l * B * H * T * T;
+        float *atty = a->atty + l * N * Q, *P = a->P + (size_t)l * B * H * T * 2;
         float *hg = a->hg + l * N * F, *hu = a->hu + l * N * F, *hh = a->hh + l * N * F;
 
         tr_rmsnorm_fwd(xn1, a->rstd1 + l * N, x, tr_param(m, tl[TR_ATTN_NORM]), (int)N, E, c->eps, nt);
+        PROF(P_NORM);
         tr_matmul_fwd(q, xn1, tr_param(m, tl[TR_WQ]), (int)N, E, Q, nt);
         tr_matmul_fwd(k, xn1, tr_param(m, tl[TR_WK]), (int)N, E, KV, nt);
         tr_matmul_fwd(v, xn1, tr_param(m, tl[TR_WV]), (int)N, E, KV, nt);
+        PROF(P_QKV);
         tr_rope_fwd(q, (int)N, T, H, hd, a->cos_t, a->sin_t, c->rope_mode, nt);
         tr_rope_fwd(k, (int)N, T, KVH, hd, a->cos_t, a->sin_t, c->rope_mode, nt);
+        PROF(P_ROPE);
         tr_attention_fwd(atty, P, q, k, v, B, T, H, KVH, hd, a->att_scratch, ntm);
-        tr_matmul_fwd(xmid, atty, tr_param(m, tl[TR_WO]), (int)N, Q, E, nt);
-        for (size_t i = 0; i < N * E; i++) xmid[i] += x[i];
+        PROF(P_ATT);
+        memcpy(xmid, x, N * E * sizeof(float)); /* residual: xmid = x + atty Wo^T */
+        tr_matmul_fwd_acc(xmid, atty, tr_param(m, tl[TR_WO]), (int)N, Q, E, nt);
+        PROF(P_WO);
 
         tr_rmsnorm_fwd(xn2, a->rstd2 + l * N, xmid, tr_param(m, tl[TR_FFN_NORM]), (int)N, E, c->eps, nt);
+        PROF(P_NORM);
         tr_matmul_fwd(hg, xn2, tr_param(m, tl[TR_W_GATE]), (int)N, E, F, nt);
         tr_matmul_fwd(hu, xn2, tr_param(m, tl[TR_W_UP]), (int)N, E, F, nt);
+        PROF(P_FFN);
         tr_swiglu_fwd(hh, hg, hu, N * F, nt);
-        tr_matmul_fwd(xout, hh, tr_param(m, tl[TR_W_DOWN]), (int)N, F, E, nt);
-        for (size_t i = 0; i < N * E; i++) xout[i] += xmid[i];
+        PROF(P_SWIGLU);
+        memcpy(xout, xmid, N * E * sizeof(float));
+        tr_matmul_fwd_acc(xout, hh, tr_param(m, tl[TR_W_DOWN]), (int)N, F, E, nt);
+        PROF(P_FFN);
     }
     tr_rmsnorm_fwd(a->xnf, a->rstdf, a->x + (size_t)c->n_layer * N * E, tr_param(m, m->t_out_norm),
                    (int)N, E, c->eps, nt);
+    PROF(P_NORM);
     tr_matmul_fwd(a->logits, a->xnf, tr_param(m, m->t_out), (int)N, E, V, nt);
+    PROF(P_HEAD);
     if (logits) memcpy(logits, a->logits, N * V * sizeof(float));
     if (targets) {
         memcpy(a->targets, targets, N * sizeof(int32_t));
         double sum;
-        a->count = tr_xent_fwd(a->logits, a->losses, targets, (int)N, V, &sum, nt);
+        /* logits become p - onehot: the backward scales them inside the head's products */
+        a->count = tr_xent_fwd_grad(a->logits, a->losses, targets, (int)N, V, &sum, nt);
         a->have_targets = 1;
         if (loss) *loss = a->count ? (float)(sum / a->count) : 0.0f;
     }
+    PROF(P_XENT);
     return 0;
 }
 
@@ -402,43 +441,55 @@ int tr_backward(tr_model *m, float loss_scale, int n_threads, av_err *err) {
     const size_t N = a->N;
     if (a->count == 0) return 0;
 
-    tr_xent_bwd(a->logits, a->targets, (int)N, V, loss_scale / (float)a->count, nt);
-    tr_matmul_bwd(a->dxn, 0, tr_grad(m, m->t_out), a->logits, a->xnf, tr_param(m, m->t_out),
-                  (int)N, E, V, nt);
+    PROF_START;
+    tr_matmul_bwd_scaled(a->dxn, 0, tr_grad(m, m->t_out), a->logits, a->xnf,
+                         tr_param(m, m->t_out), (int)N, E, V, loss_scale / (float)a->count, nt);
+    PROF(P_HEAD_B);
     memset(a->dx, 0, N * E * sizeof(float));
     tr_rmsnorm_bwd_acc(a->dx, tr_grad(m, m->t_out_norm), a->dxn, a->x + (size_t)c->n_layer * N * E,
                        tr_param(m, m->t_out_norm), a->rstdf, (int)N, E, nt);
+    PROF(P_NORM_B);
     for (int l = c->n_layer - 1; l >= 0; l--) {
         const int *tl = m->t_layer + (size_t)l * TR_PER_LAYER;
         float *x = a->x + l * N * E, *xmid = a->xmid + l * N * E;
         float *xn1 = a->xn1 + l * N * E, *xn2 = a->xn2 + l * N * E;
         float *q = a->q + l * N * Q, *k = a->k + l * N * KV, *v = a->v + l * N * KV;
-        float *atty = a->atty + l * N * Q, *P = a->P + (size_t)l * B * H * T * T;
+        float *atty = a->atty + l * N * Q, *P = a->P + (size_t)l * B * H * T * 2;
         float *hg = a->hg + l * N * F, *hu = a->hu + l * N * F, *hh = a->hh + l * N * F;
 #define G(i) tr_grad(m, tl[i])
 #define W(i) tr_param(m, tl[i])
         /* x_out = xmid + hh Wd^T; hh = silu(hg) * hu; hg|hu = xn2 Wg|Wu^T */
         tr_matmul_bwd(a->dhh, 0, G(TR_W_DOWN), a->dx, hh, W(TR_W_DOWN), (int)N, F, E, nt);
+        PROF(P_FFN_B);
         tr_swiglu_bwd(a->dhg, a->dhu, a->dhh, hg, hu, N * F, nt);
+        PROF(P_SWIGLU_B);
         tr_matmul_bwd(a->dxn, 0, G(TR_W_GATE), a->dhg, xn2, W(TR_W_GATE), (int)N, E, F, nt);
         tr_matmul_bwd(a->dxn, 1, G(TR_W_UP), a->dhu, xn2, W(TR_W_UP), (int)N, E, F, nt);
+        PROF(P_FFN_B);
         tr_rmsnorm_bwd_acc(a->dx, G(TR_FFN_NORM), a->dxn, xmid, W(TR_FFN_NORM), a->rstd2 + l * N,
                            (int)N, E, nt);
+        PROF(P_NORM_B);
         /* xmid = x + atty Wo^T; atty = attention(rope(xn1 Wq^T), rope(xn1 Wk^T), xn1 Wv^T) */
         tr_matmul_bwd(a->datt, 0, G(TR_WO), a->dx, atty, W(TR_WO), (int)N, Q, E, nt);
+        PROF(P_WO_B);
         tr_attention_bwd(a->dq, a->dk, a->dv, a->datt, P, q, k, v, B, T, H, KVH, hd,
                          a->att_scratch, ntm);
+        PROF(P_ATT_B);
         tr_rope_bwd(a->dq, (int)N, T, H, hd, a->cos_t, a->sin_t, c->rope_mode, nt);
         tr_rope_bwd(a->dk, (int)N, T, KVH, hd, a->cos_t, a->sin_t, c->rope_mode, nt);
+        PROF(P_ROPE_B);
         tr_matmul_bwd(a->dxn, 0, G(TR_WQ), a->dq, xn1, W(TR_WQ), (int)N, E, Q, nt);
         tr_matmul_bwd(a->dxn, 1, G(TR_WK), a->dk, xn1, W(TR_WK), (int)N, E, KV, nt);
         tr_matmul_bwd(a->dxn, 1, G(TR_WV), a->dv, xn1, W(TR_WV), (int)N, E, KV, nt);
+        PROF(P_QKV_B);
         tr_rmsnorm_bwd_acc(a->dx, G(TR_ATTN_NORM), a->dxn, x, W(TR_ATTN_NORM), a->rstd1 + l * N,
                            (int)N, E, nt);
+        PROF(P_NORM_B);
 #undef G
 #undef W
     }
     tr_embedding_bwd(tr_grad(m, m->t_embd), a->dx, a->inputs, (int)N, E);
+    PROF(P_EMB_B);
     return 0;
 }
 
@@ -446,36 +497,43 @@ void tr_zero_grad(tr_model *m) { memset(m->grads, 0, m->n_params * sizeof(float)
 
 /* ---- optimizer -------------------------------------------------------- */
 
+int tr_alloc_moments(tr_model *m, av_err *err) {
+    if (m->m) return 0;
+    m->m = calloc(m->n_params, sizeof(float));
+    m->v = calloc(m->n_params, sizeof(float));
+    if (!m->m || !m->v) {
+        free(m->m);
+        free(m->v);
+        m->m = m->v = NULL;
+        return av_errf(err, AV_ENOMEM, "train: out of memory for optimizer state");
+    }
+    return 0;
+}
+
 int tr_adamw_step(tr_model *m, const tr_adamw *o, float lr, int step, int n_threads,
                   av_err *err) {
     if (step < 1) return av_errf(err, AV_EINVAL, "train: AdamW step %d (counts from 1)", step);
-    if (!m->m) {
-        m->m = calloc(m->n_params, sizeof(float));
-        m->v = calloc(m->n_params, sizeof(float));
-        if (!m->m || !m->v) {
-            free(m->m);
-            free(m->v);
-            m->m = m->v = NULL;
-            return av_errf(err, AV_ENOMEM, "train: out of memory for optimizer state");
-        }
-    }
+    int rc = tr_alloc_moments(m, err);
+    if (rc) return rc;
     const int nt = nthreads(n_threads);
     const float b1 = o->beta1, b2 = o->beta2, eps = o->eps;
     /* as torch.optim.AdamW (single-tensor path): bias corrections in double */
     const double bc1 = 1.0 - pow(b1, step), bc2 = 1.0 - pow(b2, step);
     const float step_size = (float)(lr / bc1), bc2_sqrt = (float)sqrt(bc2);
-    for (int ti = 0; ti < m->n_tensors; ti++) {
-        const tr_tensor *t = &m->tensors[ti];
-        float *p = m->params + t->offset, *g = m->grads + t->offset, *mm = m->m + t->offset,
-              *vv = m->v + t->offset;
-        const float keep = t->decay ? 1.0f - lr * o->weight_decay : 1.0f;
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1 && t->n > 65536)
-        for (size_t i = 0; i < t->n; i++) {
-            p[i] *= keep;
-            mm[i] = mm[i] * b1 + g[i] * (1.0f - b1);
-            vv[i] = vv[i] * b2 + g[i] * g[i] * (1.0f - b2);
-            const float denom = sqrtf(vv[i]) / bc2_sqrt + eps;
-            p[i] += -step_size * (mm[i] / denom);
+    /* one parallel region; each tensor split in whole 64-float blocks (no barriers) */
+#pragma omp parallel num_threads(nt) if (nt > 1 && m->n_params > 65536)
+    {
+        const int th = omp_get_thread_num(), nth = omp_get_num_threads();
+        for (int ti = 0; ti < m->n_tensors; ti++) {
+            const tr_tensor *t = &m->tensors[ti];
+            const size_t blocks = (t->n + 63) / 64, per = (blocks + nth - 1) / nth;
+            const size_t i0 = th * per * 64 < t->n ? th * per * 64 : t->n,
+                         i1 = (th + 1) * per * 64 < t->n ? (th + 1) * per * 64 : t->n;
+            const size_t off = t->offset + i0;
+            const float keep = t->decay ? 1.0f - lr * o->weight_decay : 1.0f;
+            if (i1 > i0)
+                tr_adamw_update(m->params + off, m->grads + off, m->m + off, m->v + off, i1 - i0,
+                                keep, b1, b2, bc2_sqrt, step_size, eps);
         }
     }
     return 0;
@@ -495,9 +553,7 @@ double tr_grad_norm(const tr_model *m, int n_threads) {
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1 && nc > 1)
     for (size_t cix = 0; cix < nc; cix++) {
         const size_t i0 = cix * NORM_CHUNK, i1 = i0 + NORM_CHUNK < m->n_params ? i0 + NORM_CHUNK : m->n_params;
-        double s = 0;
-        for (size_t i = i0; i < i1; i++) s += (double)m->grads[i] * m->grads[i];
-        part[cix] = s;
+        part[cix] = tr_sumsq(m->grads + i0, i1 - i0);
     }
     for (size_t cix = 0; cix < nc; cix++) total += part[cix];
     free(part);
@@ -509,7 +565,7 @@ float tr_clip_grad_norm(tr_model *m, float max_norm, int n_threads) {
     if (max_norm > 0 && norm > max_norm) {
         const float s = (float)(max_norm / (norm + 1e-6));
         const int nt = nthreads(n_threads);
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1 && m->n_params > 65536)
+#pragma omp parallel for simd num_threads(nt) schedule(static) if (nt > 1 && m->n_params > 65536)
         for (size_t i = 0; i < m->n_params; i++) m->grads[i] *= s;
     }
     return (float)norm;

@@ -11,9 +11,11 @@
  * needs no conversion. HF-layout checkpoints (rotate_half) are equally
  * trainable with rope_mode = OPS_ROPE_NEOX.
  *
- * Matmuls in forward and backward go through cblas_sgemm, run
- * single-threaded inside OpenMP threads (each on a slice of the output), the
- * rest is OpenMP loops. Activations are planned once per (B, T) and reused.
+ * Weight products in forward and backward go through cblas_sgemm, run
+ * single-threaded inside OpenMP threads (each on a slice of the output);
+ * attention, softmax/cross-entropy and the element-wise passes are vector
+ * code (AVX-512 / AVX2 / plain C) in OpenMP loops. Activations are planned
+ * once per (B, T) and reused.
  * Results are bit-identical for the same thread count; different thread
  * counts agree to rounding (different sgemm splits). */
 #ifndef AV_TRAIN_H
@@ -110,6 +112,10 @@ typedef struct tr_adamw {
     float beta1, beta2, eps, weight_decay; /* 0.9 0.95 1e-8 0.1 */
 } tr_adamw;
 
+/* Allocate m->m and m->v (zeroed) if they are not yet; a checkpoint loader
+ * fills them before the first step. Errors: AV_ENOMEM. */
+int tr_alloc_moments(tr_model *m, av_err *err);
+
 /* One AdamW step (PyTorch's torch.optim.AdamW; decoupled decay p *= 1 - lr*wd
  * on tensors with decay set). step counts from 1 (bias correction).
  * Errors: AV_ENOMEM (moments allocated on first use), AV_EINVAL (step < 1). */
@@ -166,10 +172,13 @@ void tr_rope_bwd(float *dx, int N, int T, int n_head, int hd, const float *cos_t
                  const float *sin_t, int mode, int nt);
 
 /* Causal GQA attention: q [B*T, H*hd], k, v [B*T, KVH*hd], out [B*T, H*hd];
- * head h reads kv head h / (H/KVH); scale 1/sqrt(hd). P [B, H, T, T] keeps
- * the probabilities (zeros above the diagonal). scratch: tr_attention_scratch
- * floats. Backward writes dq, dk, dv (same shapes as q, k, v). */
-size_t tr_attention_scratch(int T, int nt);
+ * head h reads kv head h / (H/KVH); scale 1/sqrt(hd). P [B, H, T, 2] keeps
+ * each softmax row's max and 1/sum for the backward, which recomputes the
+ * probabilities (bit-identical to the forward's). scratch:
+ * tr_attention_scratch(T, hd, nt) floats. Backward writes dq, dk, dv (same
+ * shapes as q, k, v). Work is split by (batch, kv head), so the results are
+ * the same for any nt. */
+size_t tr_attention_scratch(int T, int hd, int nt);
 void tr_attention_fwd(float *out, float *P, const float *q, const float *k, const float *v,
                       int B, int T, int H, int KVH, int hd, float *scratch, int nt);
 void tr_attention_bwd(float *dq, float *dk, float *dv, const float *dout, const float *P,
@@ -189,5 +198,39 @@ void tr_swiglu_bwd(float *dg, float *du, const float *dh, const float *g, const 
 int tr_xent_fwd(float *logits, float *losses, const int32_t *targets, int N, int V, double *sum,
                 int nt);
 void tr_xent_bwd(float *probs, const int32_t *targets, int N, int V, float scale, int nt);
+
+/* ---- internal: used by train.c and the tests, not a stable API ------------ */
+
+/* Y [N, O] += X [N, In] W^T. */
+void tr_matmul_fwd_acc(float *Y, const float *X, const float *W, int N, int In, int O, int nt);
+/* tr_matmul_bwd with both products scaled by alpha. */
+void tr_matmul_bwd_scaled(float *dX, int acc, float *dW, const float *dY, const float *X,
+                          const float *W, int N, int In, int O, float alpha, int nt);
+/* tr_xent_fwd leaving p - onehot(target) in logits instead of p (rows with
+ * target < 0 become 0): the unscaled dlogits, so the backward folds the
+ * loss scale into the head's products. */
+int tr_xent_fwd_grad(float *logits, float *losses, const int32_t *targets, int N, int V,
+                     double *sum, int nt);
+/* AdamW over [0, n) (one thread): p *= keep; m, v moments; p -= step_size m /
+ * (sqrt(v) / bc2_sqrt + eps). Sum of squares in double. */
+void tr_adamw_update(float *p, const float *g, float *m, float *v, size_t n, float keep,
+                     float b1, float b2, float bc2_sqrt, float step_size, float eps);
+double tr_sumsq(const float *x, size_t n);
+/* The exp the kernels use (Cephes expf polynomial, ~1 ulp; 0 below -87.34,
+ * clamped at 88). */
+float tr_expf(float x);
+/* Plain twins of the vector kernels (the previous implementations: full
+ * T x T sgemm attention keeping P [B, H, T, T], scalar expf). */
+size_t tr_attention_scratch_ref(int T, int nt);
+void tr_attention_fwd_ref(float *out, float *P, const float *q, const float *k, const float *v,
+                          int B, int T, int H, int KVH, int hd, float *scratch, int nt);
+void tr_attention_bwd_ref(float *dq, float *dk, float *dv, const float *dout, const float *P,
+                          const float *q, const float *k, const float *v, int B, int T, int H,
+                          int KVH, int hd, float *scratch, int nt);
+void tr_swiglu_fwd_ref(float *h, const float *g, const float *u, size_t n);
+void tr_swiglu_bwd_ref(float *dg, float *du, const float *dh, const float *g, const float *u,
+                       size_t n);
+int tr_xent_fwd_ref(float *logits, float *losses, const int32_t *targets, int N, int V,
+                    double *sum);
 
 #endif

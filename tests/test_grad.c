@@ -295,11 +295,10 @@ static double att_loss(void *p) {
     return dot_r(c->out, c->R, (size_t)c->B * c->T * c->H * c->hd);
 }
 
-Test(grad, attention) {
-    const int B = 2, T = 5, H = 4, KVH = 2, hd = 4;
+static void attention_case(int B, int T, int H, int KVH, int hd) {
     const int nq = B * T * H * hd, nk = B * T * KVH * hd;
     float *q = falloc(nq), *k = falloc(nk), *v = falloc(nk), *R = falloc(nq), *out = falloc(nq),
-          *P = falloc(B * H * T * T), *sc = falloc(tr_attention_scratch(T, 2)), *dq = falloc(nq),
+          *P = falloc(B * H * T * T), *sc = falloc(tr_attention_scratch(T, hd, 2)), *dq = falloc(nq),
           *dk = falloc(nk), *dv = falloc(nk);
     double *qd = dalloc(nq), *kd = dalloc(nk), *vd = dalloc(nk), *Rd = dalloc(nq), *od = dalloc(nq),
            *gq = dalloc(nq), *gk = dalloc(nk), *gv = dalloc(nk);
@@ -322,6 +321,10 @@ Test(grad, attention) {
     free(q); free(k); free(v); free(R); free(out); free(P); free(sc); free(dq); free(dk); free(dv);
     free(qd); free(kd); free(vd); free(Rd); free(od); free(gq); free(gk); free(gv);
 }
+
+Test(grad, attention) { attention_case(2, 5, 4, 2, 4); }
+/* more rows than one vector (16 lanes) and not a multiple of the 4-row blocks */
+Test(grad, attention_long) { attention_case(1, 21, 4, 2, 6); }
 
 typedef struct { double *g, *u, *R; int n; } sw_ctx;
 static double sw_loss(void *p) {

@@ -1,7 +1,9 @@
 /* test_train.c — the training core against PyTorch's one AdamW step on
  * stories260K (../shared/reference/torch/train_step.json), plus tied/untied
  * heads, gradient accumulation, clipping, the LR schedule, determinism,
- * thread invariance and export to an av_model that llm.c runs.
+ * thread invariance, export to an av_model that llm.c runs, and the vector
+ * kernels (attention, fused softmax + cross-entropy, SwiGLU, exp) against
+ * their plain twins.
  *
  * Layout: we train in GGUF layout (q/k rows interleaved, RoPE NORM mode),
  * loading stories260K.bin through l2c_read; the reference ran the HF layout
@@ -428,4 +430,165 @@ Test(train, bad_input) {
     tr_model *n = NULL;
     cr_expect_eq(tr_model_new(&bad, &n, &e), AV_EINVAL);
     tr_model_free(m);
+}
+
+/* ---- vector kernels against their plain twins -------------------------- */
+
+static float frand(uint64_t *s) { /* [-1, 1) */
+    *s = *s * 6364136223846793005ull + 1442695040888963407ull;
+    return (float)((double)(*s >> 11) / 4503599627370496.0 - 1.0);
+}
+
+static double max_diff(const float *a, const float *b, size_t n) {
+    double d = 0;
+    for (size_t i = 0; i < n; i++) d = fmax(d, fabs((double)a[i] - b[i]));
+    return d;
+}
+
+/* causal attention (recomputing P in the backward, jobs per batch x kv head)
+ * vs the full-sgemm reference, for head sizes below, at and above one vector,
+ * T not a multiple of the vector width or of the 4-row blocks; the result is
+ * bit-identical for 1 and 2 threads and from run to run */
+Test(train, attention_matches_reference) {
+    static const int cases[][5] = {/* B, T, H, KVH, hd */
+                                   {2, 37, 4, 2, 8},  {1, 64, 6, 6, 48}, {2, 256, 8, 4, 8},
+                                   {1, 33, 2, 1, 16}, {3, 5, 4, 2, 4},   {1, 18, 3, 1, 6},
+                                   {1, 100, 2, 2, 64}};
+    uint64_t s = 99;
+    for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
+        const int B = cases[c][0], T = cases[c][1], H = cases[c][2], KVH = cases[c][3],
+                  hd = cases[c][4];
+        const size_t nq = (size_t)B * T * H * hd, nk = (size_t)B * T * KVH * hd;
+        float *q = malloc(nq * 4), *k = malloc(nk * 4), *v = malloc(nk * 4), *dO = malloc(nq * 4);
+        for (size_t i = 0; i < nq; i++) q[i] = 2 * frand(&s), dO[i] = frand(&s);
+        for (size_t i = 0; i < nk; i++) k[i] = 2 * frand(&s), v[i] = frand(&s);
+        float *o[3], *dq[3], *dk[3], *dv[3];
+        for (int r = 0; r < 3; r++) { /* 0: reference, 1: 2 threads, 2: 1 thread */
+            o[r] = malloc(nq * 4), dq[r] = malloc(nq * 4), dk[r] = malloc(nk * 4), dv[r] = malloc(nk * 4);
+            for (size_t i = 0; i < nk; i++) dk[r][i] = dv[r][i] = 7.0f; /* must be overwritten */
+            const int nt = r == 2 ? 1 : 2;
+            float *P = malloc((size_t)B * H * T * T * 4),
+                  *sc = malloc((r ? tr_attention_scratch(T, hd, nt) : tr_attention_scratch_ref(T, nt)) * 4);
+            if (r == 0) {
+                tr_attention_fwd_ref(o[r], P, q, k, v, B, T, H, KVH, hd, sc, nt);
+                tr_attention_bwd_ref(dq[r], dk[r], dv[r], dO, P, q, k, v, B, T, H, KVH, hd, sc, nt);
+            } else {
+                tr_attention_fwd(o[r], P, q, k, v, B, T, H, KVH, hd, sc, nt);
+                tr_attention_bwd(dq[r], dk[r], dv[r], dO, P, q, k, v, B, T, H, KVH, hd, sc, nt);
+            }
+            free(P);
+            free(sc);
+        }
+        const double eo = max_diff(o[1], o[0], nq) / max_abs(o[0], nq),
+                     eq = max_diff(dq[1], dq[0], nq) / max_abs(dq[0], nq),
+                     ek = max_diff(dk[1], dk[0], nk) / max_abs(dk[0], nk),
+                     ev = max_diff(dv[1], dv[0], nk) / max_abs(dv[0], nk);
+        cr_expect(eo < 2e-6 && eq < 1e-5 && ek < 1e-5 && ev < 1e-5,
+                  "case %zu (B %d T %d H %d/%d hd %d): rel diff out %.3g dq %.3g dk %.3g dv %.3g", c,
+                  B, T, H, KVH, hd, eo, eq, ek, ev);
+        cr_expect(memcmp(o[1], o[2], nq * 4) == 0 && memcmp(dq[1], dq[2], nq * 4) == 0 &&
+                      memcmp(dk[1], dk[2], nk * 4) == 0 && memcmp(dv[1], dv[2], nk * 4) == 0,
+                  "case %zu: 1 and 2 threads differ", c);
+        cr_log_info("attention case %zu (T %d hd %d): rel diff vs reference out %.2g dq %.2g dk %.2g "
+                    "dv %.2g", c, T, hd, eo, eq, ek, ev);
+        for (int r = 0; r < 3; r++) free(o[r]), free(dq[r]), free(dk[r]), free(dv[r]);
+        free(q), free(k), free(v), free(dO);
+    }
+}
+
+/* fused softmax + cross-entropy leaving p - onehot == reference softmax then
+ * tr_xent_bwd with scale 1; vector rows of a length that is not a multiple
+ * of the vector width; an ignored row */
+Test(train, xent_grad_matches_reference) {
+    const int N = 9, V = 1003;
+    int32_t t[9] = {0, 1002, 17, -1, 500, 3, 999, 64, 1};
+    uint64_t s = 5;
+    float *a = malloc(sizeof(float) * N * V), *b = malloc(sizeof(float) * N * V),
+          *c = malloc(sizeof(float) * N * V), *la = malloc(N * 4), *lb = malloc(N * 4),
+          *lc = malloc(N * 4);
+    for (int i = 0; i < N * V; i++) a[i] = b[i] = c[i] = 8 * frand(&s) + (i % 7 == 0 ? 20 : 0);
+    double sa, sb, sc;
+    const int na = tr_xent_fwd_grad(a, la, t, N, V, &sa, 2);
+    const int nb = tr_xent_fwd_ref(b, lb, t, N, V, &sb);
+    const int nc = tr_xent_fwd(c, lc, t, N, V, &sc, 2);
+    cr_expect(na == 8 && nb == 8 && nc == 8);
+    cr_expect(fabs(sa - sb) <= 1e-6 * fabs(sb) && sa == sc, "loss sum %.9g %.9g %.9g", sa, sb, sc);
+    cr_expect(max_diff(la, lb, N) <= 1e-5, "losses differ by %g", max_diff(la, lb, N));
+    cr_expect(max_diff(c, b, (size_t)N * V) <= 1e-6, "probabilities differ by %g",
+              max_diff(c, b, (size_t)N * V));
+    tr_xent_bwd(b, t, N, V, 1.0f, 2);
+    cr_expect(max_diff(a, b, (size_t)N * V) <= 1e-6, "p - onehot differs by %g",
+              max_diff(a, b, (size_t)N * V));
+    for (int j = 0; j < V; j++) cr_assert_eq(a[3 * V + j], 0.0f, "ignored row");
+    free(a), free(b), free(c), free(la), free(lb), free(lc);
+}
+
+Test(train, swiglu_and_exp_match_reference) {
+    const size_t n = 70001; /* threaded, with a tail */
+    uint64_t s = 8;
+    float *g = malloc(n * 4), *u = malloc(n * 4), *dh = malloc(n * 4), *h[2], *dg[2], *du[2];
+    for (size_t i = 0; i < n; i++) g[i] = 12 * frand(&s), u[i] = frand(&s), dh[i] = frand(&s);
+    g[0] = -100.0f, g[1] = 100.0f, g[2] = 0.0f;
+    for (int r = 0; r < 2; r++) h[r] = malloc(n * 4), dg[r] = malloc(n * 4), du[r] = malloc(n * 4);
+    tr_swiglu_fwd(h[0], g, u, n, 2);
+    tr_swiglu_bwd(dg[0], du[0], dh, g, u, n, 2);
+    tr_swiglu_fwd_ref(h[1], g, u, n);
+    tr_swiglu_bwd_ref(dg[1], du[1], dh, g, u, n);
+    cr_expect(max_diff(h[0], h[1], n) <= 4e-6, "swiglu fwd %g", max_diff(h[0], h[1], n));
+    cr_expect(max_diff(dg[0], dg[1], n) <= 4e-6, "swiglu dg %g", max_diff(dg[0], dg[1], n));
+    cr_expect(max_diff(du[0], du[1], n) <= 4e-6, "swiglu du %g", max_diff(du[0], du[1], n));
+    for (int r = 0; r < 2; r++) free(h[r]), free(dg[r]), free(du[r]);
+    free(g), free(u), free(dh);
+    /* exp: a few ulp of expf on [-87, 88], 0 below the normal range */
+    double worst = 0;
+    for (float x = -87.0f; x < 88.0f; x += 0.0137f) {
+        const double want = exp((double)x), rel = fabs(tr_expf(x) - want) / want;
+        if (rel > worst) worst = rel;
+    }
+    cr_expect(worst < 3e-7, "exp max rel error %g", worst);
+    cr_expect(tr_expf(-88.0f) == 0.0f && tr_expf(-INFINITY) == 0.0f && tr_expf(0.0f) == 1.0f);
+    cr_log_info("exp: max rel error %.3g on [-87, 88]", worst);
+}
+
+/* head size 48 and T = 40 (not a multiple of 16), GQA: two runs with the
+ * same threads are bitwise equal; 1 and 2 threads agree to rounding */
+Test(train, repeatable_wide_heads) {
+    tr_config cf = {.dim = 96, .n_layer = 2, .n_head = 2, .n_kv_head = 1, .ffn = 200,
+                    .vocab = 300, .seq_len = 40, .tied = 1};
+    tr_model *m[3];
+    av_err e = {0};
+    for (int r = 0; r < 3; r++) {
+        cr_assert_eq(tr_model_new(&cf, &m[r], &e), 0, "%s", e.msg);
+        tr_init_weights(m[r], 3);
+    }
+    tr_adamw aw = {.beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f, .weight_decay = 0.1f};
+    int32_t x[120], y[120];
+    float loss[3][3];
+    for (int step = 0; step < 3; step++) {
+        batch(x, y, 120, cf.vocab, 40 + step);
+        for (int r = 0; r < 3; r++) {
+            tr_zero_grad(m[r]);
+            cr_assert_eq(tr_forward(m[r], x, y, 3, 40, &loss[r][step], NULL, r == 2 ? 1 : 2, &e), 0,
+                         "%s", e.msg);
+            cr_assert_eq(tr_backward(m[r], 1.0f, r == 2 ? 1 : 2, &e), 0);
+        }
+        if (step == 0) { /* gradients of the same weights (Adam's first steps are sign-like) */
+            double d = 0;
+            for (size_t i = 0; i < m[0]->n_params; i++)
+                d = fmax(d, fabs(m[0]->grads[i] - m[2]->grads[i]));
+            const double g = max_abs(m[0]->grads, m[0]->n_params);
+            cr_expect(d <= 1e-5 * g, "1 vs 2 threads: max |dgrad| %g (max |g| %g)", d, g);
+            cr_log_info("wide heads, 1 vs 2 threads: max |dgrad| %.3g (max |g| %.3g)", d, g);
+        }
+        for (int r = 0; r < 3; r++) {
+            tr_clip_grad_norm(m[r], 1.0f, r == 2 ? 1 : 2);
+            cr_assert_eq(tr_adamw_step(m[r], &aw, 1e-3f, step + 1, r == 2 ? 1 : 2, &e), 0);
+        }
+    }
+    cr_expect_eq(memcmp(m[0]->params, m[1]->params, m[0]->n_params * sizeof(float)), 0,
+                 "same threads: params differ");
+    cr_expect_eq(memcmp(loss[0], loss[1], sizeof loss[0]), 0, "same threads: losses differ");
+    cr_expect(fabsf(loss[0][0] - loss[2][0]) <= 1e-6f * loss[0][0], "loss 2 threads %.9g, 1 thread %.9g",
+              loss[0][0], loss[2][0]);
+    for (int r = 0; r < 3; r++) tr_model_free(m[r]);
 }
