@@ -31,6 +31,7 @@ struct tr_acts {
     float *dx, *dxn, *dq, *dk, *dv, *datt, *dhg, *dhu, *dhh, *att_scratch;
     int32_t *inputs, *targets; /* copies of the last forward's batch */
     int have_targets, count;
+    int dropped; /* the last forward applied dropout (its backward must too) */
 };
 
 static int threads_max(void) {
@@ -353,6 +354,21 @@ const int tr_prof_n = P_N;
 #define PROF(k) ((void)0)
 #endif
 
+float tr_dropout_scale(uint64_t key, int layer, int which, size_t i, float p) {
+    uint64_t z = key ^ ((uint64_t)(layer * 2 + which) << 48) ^ (uint64_t)i;
+    z += 0x9e3779b97f4a7c15ull; /* splitmix64 finalizer */
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    z ^= z >> 31;
+    return (double)(z >> 40) < (double)p * (double)(1u << 24) ? 0.0f : 1.0f / (1.0f - p);
+}
+
+/* x[n] *= the dropout mask of (layer, which): forward on activations, backward on their gradients. */
+static void dropout_apply(float *x, size_t n, uint64_t key, int layer, int which, float p, int nt) {
+    #pragma omp parallel for schedule(static) num_threads(nt)
+    for (size_t i = 0; i < n; i++) x[i] *= tr_dropout_scale(key, layer, which, i, p);
+}
+
 int tr_forward(tr_model *m, const int32_t *inputs, const int32_t *targets, int B, int T,
                float *loss, float *logits, int n_threads, av_err *err) {
     const tr_config *c = &m->cfg;
@@ -373,6 +389,8 @@ int tr_forward(tr_model *m, const int32_t *inputs, const int32_t *targets, int B
               hd = m->head_dim, H = c->n_head, KVH = c->n_kv_head;
     memcpy(a->inputs, inputs, N * sizeof(int32_t));
     a->have_targets = 0;
+    const int drop = targets && m->dropout > 0;
+    a->dropped = drop;
 
     PROF_START;
     tr_embedding_fwd(a->x, tr_param(m, m->t_embd), inputs, (int)N, E);
@@ -396,6 +414,7 @@ int tr_forward(tr_model *m, const int32_t *inputs, const int32_t *targets, int B
         PROF(P_ROPE);
         tr_attention_fwd(atty, P, q, k, v, B, T, H, KVH, hd, a->att_scratch, ntm);
         PROF(P_ATT);
+        if (drop) dropout_apply(atty, N * Q, m->dropout_key, l, 0, m->dropout, nt);
         memcpy(xmid, x, N * E * sizeof(float)); /* residual: xmid = x + atty Wo^T */
         tr_matmul_fwd_acc(xmid, atty, tr_param(m, tl[TR_WO]), (int)N, Q, E, nt);
         PROF(P_WO);
@@ -407,6 +426,7 @@ int tr_forward(tr_model *m, const int32_t *inputs, const int32_t *targets, int B
         PROF(P_FFN);
         tr_swiglu_fwd(hh, hg, hu, N * F, nt);
         PROF(P_SWIGLU);
+        if (drop) dropout_apply(hh, N * F, m->dropout_key, l, 1, m->dropout, nt);
         memcpy(xout, xmid, N * E * sizeof(float));
         tr_matmul_fwd_acc(xout, hh, tr_param(m, tl[TR_W_DOWN]), (int)N, F, E, nt);
         PROF(P_FFN);
@@ -461,6 +481,7 @@ int tr_backward(tr_model *m, float loss_scale, int n_threads, av_err *err) {
         /* x_out = xmid + hh Wd^T; hh = silu(hg) * hu; hg|hu = xn2 Wg|Wu^T */
         tr_matmul_bwd(a->dhh, 0, G(TR_W_DOWN), a->dx, hh, W(TR_W_DOWN), (int)N, F, E, nt);
         PROF(P_FFN_B);
+        if (a->dropped) dropout_apply(a->dhh, N * F, m->dropout_key, l, 1, m->dropout, nt);
         tr_swiglu_bwd(a->dhg, a->dhu, a->dhh, hg, hu, N * F, nt);
         PROF(P_SWIGLU_B);
         tr_matmul_bwd(a->dxn, 0, G(TR_W_GATE), a->dhg, xn2, W(TR_W_GATE), (int)N, E, F, nt);
@@ -472,6 +493,7 @@ int tr_backward(tr_model *m, float loss_scale, int n_threads, av_err *err) {
         /* xmid = x + atty Wo^T; atty = attention(rope(xn1 Wq^T), rope(xn1 Wk^T), xn1 Wv^T) */
         tr_matmul_bwd(a->datt, 0, G(TR_WO), a->dx, atty, W(TR_WO), (int)N, Q, E, nt);
         PROF(P_WO_B);
+        if (a->dropped) dropout_apply(a->datt, N * Q, m->dropout_key, l, 0, m->dropout, nt);
         tr_attention_bwd(a->dq, a->dk, a->dv, a->datt, P, q, k, v, B, T, H, KVH, hd,
                          a->att_scratch, ntm);
         PROF(P_ATT_B);

@@ -56,7 +56,19 @@ typedef struct tr_model {
     int t_embd, t_out_norm, t_out; /* tensor indices; t_out == t_embd when tied */
     int *t_layer;                  /* [n_layer][9]: attn_norm q k v o ffn_norm gate up down */
     tr_acts *acts;
+    /* Dropout (training only: tr_forward with targets). p = 0 (default) is off.
+     * Applied to the attention output before attn_output and to the SwiGLU
+     * activation before ffn_down, scaled by 1/(1-p); masks come from
+     * tr_dropout_scale(dropout_key, ...), a stateless hash, so they depend on
+     * the key only (not on threads): set the key per micro-batch (e.g. from
+     * seed, step and micro-batch index) and a resumed run draws the same. */
+    float dropout;
+    uint64_t dropout_key;
 } tr_model;
+
+/* The dropout multiplier (0 or 1/(1-p)) of element i of site (layer, which:
+ * 0 attention output, 1 SwiGLU activation) under key. */
+float tr_dropout_scale(uint64_t key, int layer, int which, size_t i, float p);
 
 enum { TR_ATTN_NORM, TR_WQ, TR_WK, TR_WV, TR_WO, TR_FFN_NORM, TR_W_GATE, TR_W_UP, TR_W_DOWN,
        TR_PER_LAYER };

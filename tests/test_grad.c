@@ -390,6 +390,7 @@ typedef struct {
     double *p; /* the parameters, double */
     const int32_t *x, *y;
     int B, T;
+    float drop; uint64_t key; /* dropout, with the core's masks */
 } model_ctx;
 
 /* the whole forward in double, composed from the references above */
@@ -414,12 +415,16 @@ static double model_loss(void *pv) {
         ref_rope(q, N, c->T, cf->n_head, hd, cf->rope_base, cf->rope_mode);
         ref_rope(k, N, c->T, cf->n_kv_head, hd, cf->rope_base, cf->rope_mode);
         ref_attention(att, q, k, v, c->B, c->T, cf->n_head, cf->n_kv_head, hd);
+        if (c->drop > 0)
+            for (int i = 0; i < N * Q; i++) att[i] *= tr_dropout_scale(c->key, l, 0, (size_t)i, c->drop);
         ref_matmul(o, att, PT(tl[TR_WO]), N, Q, E);
         for (int i = 0; i < N * E; i++) x[i] += o[i];
         ref_rmsnorm(xn, x, PT(tl[TR_FFN_NORM]), N, E, cf->eps);
         ref_matmul(g, xn, PT(tl[TR_W_GATE]), N, E, F);
         ref_matmul(u, xn, PT(tl[TR_W_UP]), N, E, F);
         for (int i = 0; i < N * F; i++) g[i] = silu(g[i]) * u[i];
+        if (c->drop > 0)
+            for (int i = 0; i < N * F; i++) g[i] *= tr_dropout_scale(c->key, l, 1, (size_t)i, c->drop);
         ref_matmul(o, g, PT(tl[TR_W_DOWN]), N, F, E);
         for (int i = 0; i < N * E; i++) x[i] += o[i];
     }
@@ -431,7 +436,7 @@ static double model_loss(void *pv) {
     return loss;
 }
 
-static void whole_model(int tied, int mode) {
+static void whole_model(int tied, int mode, float drop) {
     tr_config cf = {.dim = 16, .n_layer = 2, .n_head = 4, .n_kv_head = 2, .ffn = 24, .vocab = 32,
                     .seq_len = 8, .tied = tied, .rope_mode = mode};
     tr_model *m = NULL;
@@ -452,13 +457,15 @@ static void whole_model(int tied, int mode) {
         y[i] = (int32_t)((urand() + 1) * 16) % 32;
     }
     y[3] = -1;
+    m->dropout = drop;
+    m->dropout_key = 0x5eed;
     float loss;
     tr_zero_grad(m);
     cr_assert_eq(tr_forward(m, x, y, B, T, &loss, NULL, 2, &e), 0, "%s", e.msg);
     cr_assert_eq(tr_backward(m, 1.0f, 2, &e), 0, "%s", e.msg);
     double *pd = dalloc(m->n_params);
     for (size_t i = 0; i < m->n_params; i++) pd[i] = m->params[i];
-    model_ctx c = {m, pd, x, y, B, T};
+    model_ctx c = {m, pd, x, y, B, T, drop, 0x5eed};
     const double ref = model_loss(&c);
     cr_expect(fabs(loss - ref) < 1e-5 * ref, "loss %.9g vs double %.9g", loss, ref);
     /* 6 random elements of every tensor */
@@ -471,14 +478,31 @@ static void whole_model(int tied, int mode) {
             a[s] = m->grads[j];
             numeric(model_loss, &c, pd + j, 1, &num[s]);
         }
-        char what[96];
-        snprintf(what, sizeof what, "model %s (tied %d, rope %d)", t->name, tied, mode);
+        char what[160];
+        snprintf(what, sizeof what, "model %s (tied %d, rope %d, dropout %g)", t->name, tied, mode, drop);
         check(what, a, num, 6);
     }
     free(pd);
     tr_model_free(m);
 }
 
-Test(grad, whole_model_untied) { whole_model(0, OPS_ROPE_NORM); }
-Test(grad, whole_model_tied) { whole_model(1, OPS_ROPE_NORM); }
-Test(grad, whole_model_neox) { whole_model(0, OPS_ROPE_NEOX); }
+Test(grad, whole_model_untied) { whole_model(0, OPS_ROPE_NORM, 0); }
+Test(grad, whole_model_tied) { whole_model(1, OPS_ROPE_NORM, 0); }
+Test(grad, whole_model_neox) { whole_model(0, OPS_ROPE_NEOX, 0); }
+/* dropout: the double model applies the same masks; the gradient is that of the masked network */
+Test(grad, whole_model_dropout) { whole_model(0, OPS_ROPE_NORM, 0.3f); }
+
+/* masks: the drop rate is p, kept elements are scaled by 1/(1-p), and keys differ */
+Test(grad, dropout_masks) {
+    const float p = 0.25f;
+    size_t dropped = 0, differ = 0, n = 200000;
+    for (size_t i = 0; i < n; i++) {
+        float s = tr_dropout_scale(7, 1, 0, i, p);
+        cr_assert(s == 0.0f || s == 1.0f / (1.0f - p));
+        dropped += s == 0.0f;
+        differ += s != tr_dropout_scale(8, 1, 0, i, p) || s != tr_dropout_scale(7, 1, 1, i, p);
+    }
+    cr_expect(fabs((double)dropped / n - p) < 0.005, "drop rate %g", (double)dropped / n);
+    cr_expect(differ > n / 4, "masks of other keys/sites differ (%zu)", differ);
+    cr_expect_eq(tr_dropout_scale(7, 0, 0, 5, 0.0f), 1.0f);
+}

@@ -186,6 +186,7 @@ static int build_model(run *r) {
         tr_init_weights(r->m, (uint64_t)o->seed);
     }
     if (o->no_decay_embedding) r->m->tensors[r->m->t_embd].decay = 0;
+    r->m->dropout = (float)o->dropout;
     return 0;
 }
 
@@ -260,6 +261,8 @@ static int validate_loss(run *r, double *out) {
     shard_loader *vl = NULL;
     int rc = shard_loader_new(r->val, (uint64_t)r->o.seed ^ 0x76616cull, &vl, &r->err);
     if (rc) return rc;
+    const float drop = r->m->dropout;
+    r->m->dropout = 0; /* evaluation: the whole network */
     double sum = 0;
     for (int b = 0; b < r->o.eval_batches; b++) {
         float loss;
@@ -269,6 +272,7 @@ static int validate_loss(run *r, double *out) {
         sum += loss;
     }
     shard_loader_free(vl);
+    r->m->dropout = drop;
     *out = sum / r->o.eval_batches;
     return rc;
 }
@@ -368,6 +372,10 @@ static int train_steps(run *r, int *stopped) {
             } else if ((rc = shard_next_batch(r->loader, B, T, r->in, r->tg, &r->err))) {
                 return rc;
             }
+            /* dropout masks from (seed, step, micro-batch): a resumed run draws the same */
+            smp_rng kr;
+            smp_rng_seed(&kr, (uint64_t)o->seed ^ ((uint64_t)step << 20) ^ (uint64_t)k);
+            r->m->dropout_key = smp_rng_next(&kr);
             float l;
             if ((rc = tr_forward(r->m, r->in, r->tg, B, T, &l, NULL, r->nt, &r->err))) return rc;
             if (!isfinite(l)) { loss = l; break; }

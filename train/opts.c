@@ -31,6 +31,7 @@ static const opt OPTS[] = {
     { "seq", 0, O_INT, F(seq), 2, 1 << 20, "context length = training window (default 128)" },
     { "vocab", 0, O_INT, F(vocab), 2, 1 << 24, "vocabulary size (default: the dataset's)" },
     { "untied", 0, O_FLAG, F(untied), 0, 0, "separate output head (default: tied to the embedding)" },
+    { "dropout", 0, O_DBL, F(dropout), 0, 0.95, "dropout on attention outputs and SwiGLU activations (default 0)" },
     { "rope-base", 0, O_DBL, F(rope_base), 1, 1e9, "RoPE base (default 10000)" },
     { "init", 0, O_STR, F(init), 0, 0, "start from MODEL (.gguf/.pt/.safetensors/HF folder/llama2.c .bin)" },
     { "data", 0, O_STR, F(data), 0, 0, "DIR made by `anvil train prepare` (train.bin, val.bin, meta.json)" },

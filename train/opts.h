@@ -11,6 +11,7 @@ typedef struct train_opts {
     /* model (0 = not given: from --init, the checkpoint, or the default) */
     int dim, layers, heads, kv_heads, ffn, seq, vocab;
     int untied;
+    double dropout;
     double rope_base;
     const char *init; /* --init MODEL */
     /* data */

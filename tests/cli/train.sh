@@ -13,9 +13,9 @@ cd "$TMP"
 "$BIN/anvil" train prepare --tokenizer tok.json "$TXT" -o data -q
 check "dataset prepared" [ -s data/train.bin -a -s data/val.bin ]
 
-# tiny model, 2 threads: every run with these settings takes the same steps
+# tiny model, 2 threads, dropout on: every run with these settings takes the same steps
 ARGS=(--data data --steps 40 --dim 128 --layers 2 --heads 4 --kv-heads 2 --ffn 256 --seq 64 --batch 8
-      --warmup 5 --eval-every 10 --eval-batches 2 --ckpt-every 7 -t 2 -q)
+      --warmup 5 --eval-every 10 --eval-batches 2 --ckpt-every 7 --dropout 0.1 -t 2 -q)
 strip() { sed 's/,"tokens_per_s".*//' "$1"; } # drop the timing fields
 
 run "$BIN/anvil" train "${ARGS[@]}" -o ra --json
@@ -90,7 +90,7 @@ check "  --resume finishes bit-identically" bash -c '[ "$1" -eq 0 ] && cmp -s ra
 cat > cfg.json <<'EOF'
 {"data": "data", "steps": 40, "dim": 128, "layers": 2, "heads": 4, "kv_heads": 2, "ffn": 256,
  "seq": 64, "batch": 8, "warmup": 5, "eval_every": 10, "eval_batches": 2, "ckpt_every": 100,
- "threads": 2, "quiet": true, "lr": 0.5}
+ "threads": 2, "quiet": true, "lr": 0.5, "dropout": 0.1}
 EOF
 run "$BIN/anvil" train --config cfg.json --lr 1e-3 -o rd
 check "--config + flags gives the same run" bash -c '[ "$1" -eq 0 ] && cmp -s <(sed "s/,\"tokens_per_s\".*//" ra/metrics.jsonl) <(sed "s/,\"tokens_per_s\".*//" rd/metrics.jsonl)' _ "$RC"
