@@ -24,7 +24,7 @@ else
   BIN     := bin
 endif
 
-TOOLS      := convert info tokenizer run eval quantize train
+TOOLS      := convert info tokenizer run eval quantize train lora
 CORE_SRC   := $(wildcard core/*.c)
 CORE_OBJ   := $(CORE_SRC:%.c=$(BUILD)/%.o)
 LIB        := $(BUILD)/libanvil.a

@@ -16,6 +16,7 @@ static const struct { const char *name, *what; } TOOLS[] = {
     { "quantize", "quantize GGUF models to Q4_0..Q8_0, K-quant mixes, F16/BF16 as llama-quantize does" },
     { "eval", "perplexity, KLD and top-1 agreement as a CI gate (--gate, exit 3)" },
     { "run", "generate text with a model: sampling, beam search, stop strings, --bench" },
+    { "lora", "merge LoRA adapters (llama.cpp GGUF) into a model (run/eval take --lora directly)" },
 };
 #define N_TOOLS (sizeof TOOLS / sizeof TOOLS[0])
 

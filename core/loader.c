@@ -1,7 +1,10 @@
 /* loader.c — model path -> model + llm + tokenizer (see loader.h). */
 #include "loader.h"
 
+#include "lora.h"
+
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -26,8 +29,29 @@ static int folder_tokenizer(const char *model, tok **t, av_err *err) {
     return tok_load(path, t, err);
 }
 
+static int merge_loras(av_model *m, const char *const *specs, int n, av_err *err) {
+    lora_adapter **ads = calloc((size_t)n + 1, sizeof *ads);
+    float *scales = calloc((size_t)n + 1, sizeof *scales);
+    int rc = ads && scales ? 0 : av_errf(err, AV_ENOMEM, "out of memory");
+    for (int i = 0; i < n && !rc; i++) {
+        char *p = NULL;
+        if (!(rc = lora_parse_spec(specs[i], &p, &scales[i], err))) rc = lora_read(p, &ads[i], err);
+        free(p);
+    }
+    if (!rc) rc = lora_merge(m, ads, scales, n, err);
+    for (int i = 0; ads && i < n; i++) lora_free(ads[i]);
+    free(ads);
+    free(scales);
+    return rc;
+}
+
 int av_load(const char *path, const char *tokenizer_path, int need_tok, av_loaded *out,
             av_err *err) {
+    return av_load_lora(path, tokenizer_path, need_tok, NULL, 0, out, err);
+}
+
+int av_load_lora(const char *path, const char *tokenizer_path, int need_tok, const char *const *loras,
+                 int n_loras, av_loaded *out, av_err *err) {
     memset(out, 0, sizeof *out);
     av_format fmt = av_detect_format(path);
     int rc;
@@ -41,6 +65,7 @@ int av_load(const char *path, const char *tokenizer_path, int need_tok, av_loade
     } else if ((rc = av_model_read(path, &out->model, err)) == 0) {
         rc = hf_normalize(out->model, path, err);
     }
+    if (!rc && n_loras) rc = merge_loras(out->model, loras, n_loras, err);
     if (rc || (rc = llm_new(out->model, path, &out->llm, err))) goto fail;
     if (!need_tok) return 0;
     if (tokenizer_path && fmt != AV_FMT_LLAMA2C) rc = tok_load(tokenizer_path, &out->tok, err);

@@ -37,6 +37,8 @@ static void usage(FILE *f) {
             "  -t, --threads N    threads (default: all cores)\n"
             "  --chunks N         score only the first N chunks (default: all)\n"
             "  --tokenizer FILE   vocabulary instead of the model's own (llama2.c .bin needs it)\n"
+            "  --lora A.gguf[:S]  LoRA adapter (llama.cpp GGUF) merged in memory at scale S (default 1),\n"
+            "                     repeatable; applies to MODEL, or to TEST with compare\n"
             "  --gate EXPR        comma-separated conditions METRIC OP VALUE, OP one of <= >= < >,\n"
             "                     METRIC one of ppl_ratio kld kld_median kld_p99 kld_max top1 ppl\n"
             "                     ppl_base, e.g. \"ppl_ratio<=1.02,kld<=0.05,top1>=0.9\"\n"
@@ -58,6 +60,8 @@ static void usage(FILE *f) {
 typedef struct opts {
     const char *cmd, *model[2], *text, *tokenizer, *gate, *output;
     int n_ctx, n_batch, n_threads, max_chunks, json, quiet;
+    const char *lora[16]; /* --lora: on MODEL (perplexity, imatrix) or TEST (compare) */
+    int n_lora;
 } opts;
 
 static int parse_int(const char *s, long lo, long hi, int *out) {
@@ -163,6 +167,10 @@ int main(int argc, char **argv) {
             const char *v = argv[++i];
             if (!strcmp(a, "--text")) o.text = v;
             else if (!strcmp(a, "--tokenizer")) o.tokenizer = v;
+            else if (!strcmp(a, "--lora")) {
+                if (o.n_lora >= 16) USAGE_ERR("at most 16 --lora adapters");
+                o.lora[o.n_lora++] = v;
+            }
             else if (!strcmp(a, "--gate")) o.gate = v;
             else if (!strcmp(a, "-o") || !strcmp(a, "--output")) o.output = v;
             else if (!strcmp(a, "-c") || !strcmp(a, "--ctx-size")) {
@@ -200,7 +208,8 @@ int main(int argc, char **argv) {
     size_t n_ids = 0, text_len = 0;
     int rc = 1;
     for (int k = 0; k < npos; k++)
-        if (av_load(o.model[k], o.tokenizer, k == 0, &x[k], &err)) goto fail;
+        if (av_load_lora(o.model[k], o.tokenizer, k == 0, o.lora, k == npos - 1 ? o.n_lora : 0, &x[k], &err))
+            goto fail;
     if (av_read_file(o.text, (size_t)1 << 32, &text, &text_len, &err)) goto fail;
     tok_opts to = {.add_special = 1, .parse_special = 0};
     if (tok_encode(x[0].tok, text, text_len, &to, &ids, &n_ids, &err)) goto fail;

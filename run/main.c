@@ -32,6 +32,7 @@ static void usage(FILE *f) {
             "  -b, --batch N            prompt tokens evaluated per batch (default 512)\n"
             "  -t, --threads N          threads (default 0 = auto: 1 for models under 4 MiB, else all cores)\n"
             "  --tokenizer FILE         vocabulary file instead of the model's own (required for llama2.c .bin)\n"
+            "  --lora A.gguf[:SCALE]    LoRA adapter (llama.cpp GGUF layout) merged in memory; repeatable\n"
             "  --seed S                 sampler seed (default: random, shown in --json and the summary)\n"
             "sampling (llama.cpp's chain: bias -> penalties -> top-k -> top-p -> min-p -> temperature):\n"
             "  --temp T                 temperature (default 0.8; 0 = greedy)\n"
@@ -233,7 +234,7 @@ int main(int argc, char **argv) {
             "-p", "--prompt", "-f", "--file", "-n", "--n-predict", "-c", "--ctx-size", "-b", "--batch",
             "-t", "--threads", "--tokenizer", "--seed", "--temp", "--top-k", "--top-p", "--min-p",
             "--repeat-penalty", "--repeat-last-n", "--frequency-penalty", "--presence-penalty",
-            "--logit-bias", "--stop", "--beams", "--length-penalty", "--bench", "-r", "--reps", NULL};
+            "--logit-bias", "--stop", "--beams", "--length-penalty", "--bench", "-r", "--reps", "--lora", NULL};
         int known = 0;
         for (int k = 0; with_value[k]; k++) known |= !strcmp(with_value[k], name);
         if (!known) USAGE_ERR("unknown option '%s'", a);
@@ -246,6 +247,10 @@ int main(int argc, char **argv) {
         if (!strcmp(n, "-p") || !strcmp(n, "--prompt")) { o.prompt = v; o.prompt_len = strlen(v); }
         else if (!strcmp(n, "-f") || !strcmp(n, "--file")) prompt_file = v;
         else if (!strcmp(n, "--tokenizer")) o.tokenizer = v;
+        else if (!strcmp(n, "--lora")) {
+            if (o.n_lora >= 16) USAGE_ERR("at most 16 --lora adapters");
+            o.lora[o.n_lora++] = v;
+        }
         else if (!strcmp(n, "-n") || !strcmp(n, "--n-predict")) {
             if (parse_int(v, -1, 1 << 24, &o.n_predict)) USAGE_ERR("-n '%s' is not an integer >= -1", v);
         } else if (!strcmp(n, "-c") || !strcmp(n, "--ctx-size")) {
@@ -320,7 +325,7 @@ int main(int argc, char **argv) {
     /* ---- load ---- */
     double t0 = av_now();
     av_loaded ld;
-    if ((rc = av_load(o.model, o.tokenizer, !o.bench, &ld, &err))) goto fail;
+    if ((rc = av_load_lora(o.model, o.tokenizer, !o.bench, o.lora, o.n_lora, &ld, &err))) goto fail;
     m = ld.model;
     l = ld.llm;
     t = ld.tok;

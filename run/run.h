@@ -31,6 +31,8 @@ typedef struct run_opts {
     const char **stops;
     int n_stops;
     int bench, bench_pp, bench_tg, reps;
+    const char *lora[16];    /* --lora ADAPTER[:SCALE], merged in memory */
+    int n_lora;
 } run_opts;
 
 /* A growable byte string. */

@@ -1,0 +1,51 @@
+/* lora.h — LoRA adapters in llama.cpp's GGUF layout: read one, check it
+ * against a base model, and merge adapters into the base in memory.
+ *
+ * Adapter file: general.type "adapter", adapter.type "lora",
+ * adapter.lora.alpha (f32; optional), general.architecture equal to the
+ * base's; for each target W (GGUF name "<base tensor>") two tensors
+ * "<base tensor>.lora_a" ne [n_in, r] (A: [r, n_in] in PyTorch order) and
+ * "<base tensor>.lora_b" ne [r, n_out] (B: [n_out, r]).
+ * Merged weight: W' = W + scale * (alpha / r) * B A; without alpha the factor
+ * is scale alone (llama.cpp's rule: alpha = r). */
+#ifndef AV_LORA_H
+#define AV_LORA_H
+
+#include "err.h"
+#include "model.h"
+
+typedef struct lora_pair {
+    const av_tensor *a, *b; /* views into the adapter file */
+    char *target;           /* base tensor name */
+} lora_pair;
+
+typedef struct lora_adapter {
+    char *path;
+    av_model *file;
+    float alpha; /* 0 when the file has none */
+    lora_pair *pairs;
+    size_t n_pairs;
+} lora_adapter;
+
+/* Read and check an adapter's own consistency (type keys, pairs, ranks).
+ * Errors: the GGUF reader's, AV_EFORMAT naming the file and the problem. */
+int lora_read(const char *path, lora_adapter **out, av_err *err);
+void lora_free(lora_adapter *a); /* NULL-safe */
+
+/* "PATH[:SCALE]" -> path (malloc'd) and scale (1 when absent). Errors:
+ * AV_EINVAL for a scale that is not a finite number. A ':' followed by
+ * something that is not a number is taken as part of the path only when
+ * that path exists. */
+int lora_parse_spec(const char *spec, char **path, float *scale, av_err *err);
+
+/* Merge adapters into base (GGUF names): each target becomes an owned F32
+ * tensor (quantized or half bases are dequantized; other tensors untouched).
+ * Checks each adapter against base first (architecture, every target
+ * present, n_in/n_out equal to the target's), so on error base is unchanged.
+ * Errors: AV_EINVAL naming the adapter and the tensor, AV_ENOMEM, AV_EUNSUPPORTED. */
+int lora_merge(av_model *base, lora_adapter *const *ads, const float *scales, int n, av_err *err);
+
+/* The multiplier of B A for an adapter at a given user scale. */
+float lora_factor(const lora_adapter *a, size_t pair, float scale);
+
+#endif
