@@ -10,6 +10,7 @@
 
 #include "gguf.h"
 #include "hf.h"
+#include "lora.h"
 #include "llama2c.h"
 #include "progress.h"
 #include "safetensors.h"
@@ -33,6 +34,8 @@ static void usage(FILE *f) {
             "  --tokenizer FILE   vocabulary to embed (llama2.c tokenizer.bin, tokenizer.json, .gguf, .tiktoken);\n"
             "                     needed for GGUF output from a llama2.c checkpoint\n"
             "  --config FILE      HF config.json for IN with HF tensor names, when it is not beside IN\n"
+            "  --base MODEL       LoRA adapters (PEFT folder <-> GGUF adapter): the base model, for the\n"
+            "                     head counts of the q/k permutation (or --config with the HF config)\n"
             "  --key K            PyTorch input: the state dict inside a checkpoint dict (\"model\", \"model.ema\")\n"
             "  --hf-folder        OUT is an HF folder whatever its name\n"
             "  --json             print a JSON summary on stdout\n"
@@ -100,8 +103,33 @@ static uint64_t gguf_pad_sum(const av_model *m) {
     return sum;
 }
 
+/* LoRA adapters: PEFT folder <-> llama.cpp GGUF adapter; head counts from
+ * --base MODEL or --config (HF config.json). */
+static int convert_adapter(const char *in, const char *out, const char *base, const char *config, int quiet) {
+    av_err err = { 0 };
+    json_int_t nh = 0, nkv = 0;
+    if (!base && config) {
+        json_error_t je;
+        json_t *j = json_load_file(config, 0, &je);
+        if (!j || json_unpack(j, "{s:I, s?I}", "num_attention_heads", &nh, "num_key_value_heads", &nkv)) {
+            fprintf(stderr, "anvil convert: %s: no num_attention_heads%s%s\n", config, j ? "" : ": ", j ? "" : je.text);
+            json_decref(j);
+            return 1;
+        }
+        json_decref(j);
+    }
+    size_t n = 0;
+    double t0 = av_now();
+    if (lora_convert(in, out, base, (int64_t)nh, (int64_t)nkv, &n, &err)) {
+        fprintf(stderr, "anvil convert: %s\n", err.msg);
+        return 1;
+    }
+    if (!quiet) fprintf(stderr, "anvil convert: LoRA adapter %s -> %s: %zu tensors in %.2f s\n", in, out, n, av_now() - t0);
+    return 0;
+}
+
 int main(int argc, char **argv) {
-    const char *in = NULL, *out = NULL, *tokf = NULL, *outtype = NULL, *config = NULL, *key = NULL;
+    const char *in = NULL, *out = NULL, *tokf = NULL, *outtype = NULL, *config = NULL, *key = NULL, *base = NULL;
     int as_json = 0, quiet = 0, hf_folder = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -109,12 +137,14 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--json")) as_json = 1;
         else if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) quiet = 1;
         else if (!strcmp(a, "--hf-folder")) hf_folder = 1;
-        else if (!strcmp(a, "--tokenizer") || !strcmp(a, "--outtype") || !strcmp(a, "--config") || !strcmp(a, "--key")) {
+        else if (!strcmp(a, "--tokenizer") || !strcmp(a, "--outtype") || !strcmp(a, "--config") || !strcmp(a, "--key") ||
+                 !strcmp(a, "--base")) {
             if (i + 1 >= argc) { fprintf(stderr, "anvil convert: %s needs a value\n", a); usage(stderr); return 2; }
             const char *v = argv[++i];
             if (!strcmp(a, "--tokenizer")) tokf = v;
             else if (!strcmp(a, "--outtype")) outtype = v;
             else if (!strcmp(a, "--config")) config = v;
+            else if (!strcmp(a, "--base")) base = v;
             else key = v;
         } else if (a[0] == '-' && a[1]) {
             fprintf(stderr, "anvil convert: unknown option '%s'\n", a);
@@ -125,6 +155,11 @@ int main(int argc, char **argv) {
         else { fprintf(stderr, "anvil convert: unexpected argument '%s'\n", a); usage(stderr); return 2; }
     }
     if (!in || !out) { usage(stderr); return 2; }
+    /* LoRA adapters: PEFT folder -> .gguf, GGUF adapter -> folder (a GGUF adapter to a
+     * .safetensors/.pt file stays a plain tensor conversion) */
+    if (lora_is_adapter(in) && (is_dir(in) || (!av_has_ext(out, ".gguf") && !av_has_ext(out, ".safetensors") &&
+                                               !av_has_ext(out, ".pt") && !av_has_ext(out, ".pth"))))
+        return convert_adapter(in, out, base, config, quiet);
     int out_t = -1;
     if (outtype) {
         out_t = av_dtype_from_name(outtype);

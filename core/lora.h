@@ -48,4 +48,29 @@ int lora_merge(av_model *base, lora_adapter *const *ads, const float *scales, in
 /* The multiplier of B A for an adapter at a given user scale. */
 float lora_factor(const lora_adapter *a, size_t pair, float scale);
 
+/* ---- PEFT folders (core/lora_peft.c) -------------------------------------
+ * PEFT keeps HF names (base_model.model.model.layers.N.self_attn.q_proj.
+ * lora_A.weight [r, in], lora_B.weight [out, r]) and q/k lora_B rows in HF's
+ * rotate_half order; GGUF keeps Meta's: lora_B of q/k is permuted with the
+ * base's n_head / n_kv_head (A is unchanged, since B A changes rows via B). */
+
+/* PEFT folder (adapter_config.json + adapter_model.safetensors) -> a new
+ * av_model in the GGUF adapter layout (tensors owned; ready for gguf_write).
+ * Errors: AV_EFORMAT (not LoRA, unknown tensor names), AV_EINVAL (head counts
+ * needed but < 1), AV_EIO, AV_ENOMEM. */
+int lora_peft_read(const char *dir, int64_t n_head, int64_t n_kv_head, av_model **out, av_err *err);
+
+/* Adapter -> PEFT folder dir (created if missing; both files atomic).
+ * A missing alpha is written as lora_alpha = r (the same factor). */
+int lora_peft_write(const lora_adapter *a, const char *dir, int64_t n_head, int64_t n_kv_head, av_err *err);
+
+/* 1 when path is a PEFT folder or a GGUF whose general.type is "adapter". */
+int lora_is_adapter(const char *path);
+
+/* Convert an adapter: PEFT folder -> .gguf, or GGUF adapter -> PEFT folder.
+ * Head counts from base (any model path; may be NULL) or n_head/n_kv_head
+ * (n_kv_head < 1: = n_head). *n_tensors receives the tensors written. */
+int lora_convert(const char *in, const char *out, const char *base, int64_t n_head, int64_t n_kv_head,
+                 size_t *n_tensors, av_err *err);
+
 #endif

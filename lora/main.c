@@ -20,6 +20,12 @@
 static void usage(FILE *f) {
     fprintf(f,
             "usage: anvil lora merge BASE ADAPTER.gguf[:SCALE]... -o OUT [--outtype f32|f16|bf16] [--json] [-q]\n"
+            "       anvil lora convert IN OUT --base MODEL   (or --heads H [--kv-heads K])\n"
+            "\n"
+            "convert: a PEFT folder (adapter_config.json + adapter_model.safetensors) -> llama.cpp's\n"
+            "  GGUF adapter (OUT.gguf), or a GGUF adapter -> a PEFT folder (OUT/). lora_B rows of\n"
+            "  q_proj/k_proj are permuted between HF's and GGUF's RoPE layouts with the base's head\n"
+            "  counts (from MODEL: any format anvil reads). `anvil convert` does the same.\n"
             "\n"
             "merge: W' = W + SCALE * alpha/r * B A for every target of every adapter (llama.cpp's\n"
             "  GGUF adapter layout: general.type adapter, adapter.lora.alpha, <tensor>.lora_a/.lora_b;\n"
@@ -117,9 +123,41 @@ done:
     return code;
 }
 
+static int lora_convert_cli(const char *pfx, int argc, char **argv) {
+    const char *in = NULL, *out = NULL, *base = NULL;
+    long heads = 0, kv = 0;
+    int quiet = 0;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        char *end;
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(stdout); return 0; }
+        else if (!strcmp(a, "--base") && i + 1 < argc) base = argv[++i];
+        else if ((!strcmp(a, "--heads") || !strcmp(a, "--kv-heads")) && i + 1 < argc) {
+            long v = strtol(argv[++i], &end, 10);
+            if (*end || v < 1 || v > 1 << 16) USAGE_ERR("%s wants a positive integer", a);
+            *(!strcmp(a, "--heads") ? &heads : &kv) = v;
+        } else if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) quiet = 1;
+        else if (a[0] == '-' && a[1]) USAGE_ERR("unknown option or missing value '%s'", a);
+        else if (!in) in = a;
+        else if (!out) out = a;
+        else USAGE_ERR("convert takes IN and OUT");
+    }
+    if (!in || !out) USAGE_ERR("convert wants IN and OUT (see --help)");
+    av_err err = { 0 };
+    size_t n = 0;
+    double t0 = av_now();
+    if (lora_convert(in, out, base, heads, kv, &n, &err)) {
+        fprintf(stderr, "%s: %s\n", pfx, err.msg);
+        return 1;
+    }
+    if (!quiet) fprintf(stderr, "%s: adapter %s -> %s: %zu tensors in %.2f s\n", pfx, in, out, n, av_now() - t0);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     if (argc >= 2 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) { usage(stdout); return 0; }
     if (argc >= 2 && !strcmp(argv[1], "merge")) return merge(argc - 2, argv + 2);
-    fprintf(stderr, PFX ": %s (see --help)\n", argc < 2 ? "no command" : "unknown command; the command is merge");
+    if (argc >= 2 && !strcmp(argv[1], "convert")) return lora_convert_cli(PFX, argc - 2, argv + 2);
+    fprintf(stderr, PFX ": %s (see --help)\n", argc < 2 ? "no command" : "unknown command; merge or convert");
     return 2;
 }

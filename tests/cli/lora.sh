@@ -94,3 +94,29 @@ craft "$TMP/noalpha.gguf" 'h["__metadata__"].pop("gguf:adapter.lora.alpha", None
 run "$BIN/anvil" lora merge "$BASE" "$TMP/noalpha.gguf" -o "$TMP/na.gguf"
 check "adapter without alpha: merged, and the message says the factor used (alpha = r, as llama.cpp)" \
   bash -c '[ "$1" -eq 0 ] && grep -q "no adapter.lora.alpha" <<<"$2"' _ "$RC" "$ERR"
+
+# PEFT folder <-> llama.cpp GGUF adapter (anvil convert; head counts from the base)
+run "$BIN/anvil" convert "$L/adapter-peft" "$TMP/from-peft.gguf" --base "$BASE" -q
+check "PEFT -> GGUF adapter exits 0" [ "$RC" -eq 0 ]
+check "  the file is byte-identical to llama.cpp's adapter-lora.gguf" cmp -s "$TMP/from-peft.gguf" "$AD"
+"$BIN/anvil" convert "$SHARED/reference/llamacpp/stories-d256-f32.gguf" "$TMP/d256-hf/" -q >/dev/null 2>&1
+run "$BIN/anvil" convert "$AD" "$TMP/peft" --config "$TMP/d256-hf/config.json" -q
+same=$(/usr/bin/python3 - "$TMP/peft/adapter_model.safetensors" "$L/adapter-peft/adapter_model.safetensors" "$TMP/peft/adapter_config.json" <<'PY' 2>&1
+import json, struct, sys
+def load(p):
+    raw = open(p, "rb").read(); n = struct.unpack("<Q", raw[:8])[0]; h = json.loads(raw[8:8 + n])
+    return {k: (v["dtype"], v["shape"], raw[8 + n + v["data_offsets"][0]: 8 + n + v["data_offsets"][1]])
+            for k, v in h.items() if k != "__metadata__"}
+a, b = load(sys.argv[1]), load(sys.argv[2])
+c = json.load(open(sys.argv[3]))
+ok = set(a) == set(b) and all(a[k] == b[k] for k in b) and c["r"] == 8 and c["lora_alpha"] == 16
+ok = ok and sorted(c["target_modules"]) == sorted(["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+print("ok" if ok else "differ")
+PY
+)
+check "GGUF adapter -> PEFT (heads from --config): every tensor equals the PEFT file's, config r/alpha/targets ($same)" [ "$RC" -eq 0 -a "$same" = ok ]
+run "$BIN/anvil" lora convert "$TMP/peft" "$TMP/round.gguf" --heads 8 --kv-heads 4 -q
+check "PEFT -> GGUF -> PEFT -> GGUF round trip is byte-identical (anvil lora convert)" cmp -s "$TMP/round.gguf" "$AD"
+run "$BIN/anvil" lora convert "$L/adapter-peft" "$TMP/wrongheads.gguf" --heads 4 --kv-heads 2 -q
+check "PEFT -> GGUF with wrong head counts does not give llama.cpp's file (the permutation matters)" bash -c '! cmp -s "$1" "$2"' _ "$TMP/wrongheads.gguf" "$AD"
+expect_fail "PEFT -> GGUF without head counts" "head counts" 1 "$BIN/anvil" convert "$L/adapter-peft" "$TMP/nohead.gguf" -q
