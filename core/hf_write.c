@@ -336,11 +336,7 @@ done:
 static int write_small(const char *dir, const char *name, const char *text, av_err *err) {
     char path[4200];
     snprintf(path, sizeof path, "%s/%s", dir, name);
-    av_out *o;
-    int rc = av_out_open(path, &o, err);
-    if (rc) return rc;
-    if ((rc = av_out_write(o, text, strlen(text), err))) { av_out_abort(o); return rc; }
-    return av_out_commit(o, err);
+    return av_write_atomic(path, text, strlen(text), err);
 }
 
 static void fsync_dir(const char *dir) {

@@ -231,3 +231,14 @@ int av_has_ext(const char *path, const char *ext) {
     size_t n = strlen(path), k = strlen(ext);
     return n >= k && strcasecmp(path + n - k, ext) == 0;
 }
+
+int av_write_atomic(const char *path, const void *p, size_t n, av_err *err) {
+    av_out *o;
+    int rc = av_out_open(path, &o, err);
+    if (rc) return rc;
+    if ((rc = av_out_write(o, p, n, err))) {
+        av_out_abort(o);
+        return rc;
+    }
+    return av_out_commit(o, err);
+}

@@ -47,6 +47,8 @@ int av_out_zeros(av_out *o, size_t n, av_err *err);
 int av_out_commit(av_out *o, av_err *err);
 /* Remove the temp file and free o. NULL-safe. */
 void av_out_abort(av_out *o);
+/* Write n bytes to path atomically (open, write, commit). Errors: AV_EIO, AV_ENOMEM. */
+int av_write_atomic(const char *path, const void *p, size_t n, av_err *err);
 
 /* True when path ends with ext (case-insensitive), e.g. ".gguf". */
 int av_has_ext(const char *path, const char *ext);

@@ -114,14 +114,6 @@ fail:
     return rc;
 }
 
-static int write_text(const char *path, const char *s, av_err *err) {
-    av_out *o;
-    int rc = av_out_open(path, &o, err);
-    if (rc) return rc;
-    if ((rc = av_out_write(o, s, strlen(s), err))) { av_out_abort(o); return rc; }
-    return av_out_commit(o, err);
-}
-
 int lora_peft_write(const lora_adapter *a, const char *dir, int64_t n_head, int64_t n_kv_head, av_err *err) {
     av_model *m = av_model_new();
     json_t *j = NULL, *mods = json_array();
@@ -174,7 +166,7 @@ int lora_peft_write(const lora_adapter *a, const char *dir, int64_t n_head, int6
     snprintf(path, sizeof path, "%s/adapter_model.safetensors", dir);
     if ((rc = st_write(m, path, NULL, NULL, err))) goto fail;
     snprintf(path, sizeof path, "%s/adapter_config.json", dir);
-    rc = write_text(path, text, err);
+    rc = av_write_atomic(path, text, strlen(text), err);
 fail:
     if (rc == AV_ENOMEM && !err->msg[0]) av_errf(err, rc, "%s: out of memory", dir);
     free(text);

@@ -329,11 +329,15 @@ static int export_models(run *r) {
     if (!rc) rc = tr_model_to_model(r->m, &kv, &gm, &r->err);
     if (!rc) rc = gguf_write(gm, r->gguf_path, NULL, NULL, &r->err);
     if (!rc && !r->o.no_hf) {
-        if (file_exists(r->hf_path)) {
-            char old[4200];
-            snprintf(old, sizeof old, "rm -rf -- '%s'", r->hf_path); /* our own previous export */
-            if (strchr(r->hf_path, '\'') || system(old))
-                rc = av_errf(&r->err, AV_EIO, "%s: cannot replace the previous export", r->hf_path);
+        if (file_exists(r->hf_path)) { /* our own previous export (a resumed, longer run) */
+            static const char *const files[] = { "config.json", "model.safetensors", "tokenizer.json" };
+            for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+                char f[4200];
+                snprintf(f, sizeof f, "%s/%s", r->hf_path, files[i]);
+                unlink(f);
+            }
+            if (rmdir(r->hf_path))
+                rc = av_errf(&r->err, AV_EIO, "%s: cannot replace the previous export: %s", r->hf_path, strerror(errno));
         }
         if (!rc) rc = hf_gguf_to_hf(gm, NULL, &r->err);
         if (!rc) rc = hf_write_folder(gm, r->hf_path, NULL, NULL, NULL, &r->err);

@@ -66,14 +66,6 @@ static json_t *sources(const char *const *files, int n) {
 
 static const char *kind_name(tok_kind k) { return k == TOK_SPM ? "spm" : k == TOK_BPE ? "bpe" : "wpm"; }
 
-static int write_text(const char *path, const char *s, av_err *err) {
-    av_out *o;
-    int rc = av_out_open(path, &o, err);
-    if (rc) return rc;
-    if ((rc = av_out_write(o, s, strlen(s), err))) { av_out_abort(o); return rc; }
-    return av_out_commit(o, err);
-}
-
 int cmd_prepare(int argc, char **argv) {
     const char **texts = calloc((size_t)argc + 1, sizeof *texts);
     const char **vals = calloc((size_t)argc + 1, sizeof *vals);
@@ -205,7 +197,7 @@ int cmd_prepare(int argc, char **argv) {
     if (!m2) { fprintf(stderr, PFX ": out of memory\n"); goto done; }
     meta = m2;
     memcpy(meta + ml, "\n", 2);
-    if (write_text(meta_out, meta, &err)) { fprintf(stderr, PFX ": %s\n", err.msg); goto done; }
+    if (av_write_atomic(meta_out, meta, strlen(meta), &err)) { fprintf(stderr, PFX ": %s\n", err.msg); goto done; }
 
     double mbs = secs > 0 ? (double)st.text_bytes / secs / 1e6 : 0;
     if (as_json) {

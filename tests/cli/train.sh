@@ -75,6 +75,12 @@ check "  every step's loss, lr, grad norm and val loss equal the uninterrupted r
   cmp -s <(strip ra/metrics.jsonl) <(strip rb/metrics.jsonl)
 check "  the final GGUF is byte-identical" cmp -s ra/model.gguf rb/model.gguf
 
+# a finished run continued for more steps: the exports are replaced
+cp -r ra rx
+run "$BIN/anvil" train "${ARGS[@]}" -o rx --resume --steps 45
+check "--resume --steps 45 on a finished run: 45 steps, new GGUF and HF folder" \
+  bash -c '[ "$1" -eq 0 ] && [ "$(grep -c "\"type\":\"train\"" rx/metrics.jsonl)" -eq 45 ] && ! cmp -s ra/model.gguf rx/model.gguf && [ -s rx/hf/model.safetensors ] && ! cmp -s ra/hf/model.safetensors rx/hf/model.safetensors' _ "$RC"
+
 # SIGTERM: checkpoint at the current step, exit 143, resume identically
 "$BIN/anvil" train "${ARGS[@]}" -o rc 2>rc.err & pid=$!
 for _ in $(seq 1 3000); do
