@@ -120,3 +120,9 @@ check "PEFT -> GGUF -> PEFT -> GGUF round trip is byte-identical (anvil lora con
 run "$BIN/anvil" lora convert "$L/adapter-peft" "$TMP/wrongheads.gguf" --heads 4 --kv-heads 2 -q
 check "PEFT -> GGUF with wrong head counts does not give llama.cpp's file (the permutation matters)" bash -c '! cmp -s "$1" "$2"' _ "$TMP/wrongheads.gguf" "$AD"
 expect_fail "PEFT -> GGUF without head counts" "head counts" 1 "$BIN/anvil" convert "$L/adapter-peft" "$TMP/nohead.gguf" -q
+
+run "$BIN/anvil" lora --help
+check "lora --help exits 0 and lists merge and convert" bash -c '[ "$1" -eq 0 ] && grep -q "lora merge" <<<"$2" && grep -q "lora convert" <<<"$2"' _ "$RC" "$OUT"
+run "$BIN/anvil" lora
+check "lora without a command exits 2" [ "$RC" -eq 2 ]
+expect_fail "merge without -o (usage)" "-o" 2 "$BIN/anvil" lora merge "$BASE" "$AD"
