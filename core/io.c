@@ -242,3 +242,12 @@ int av_write_atomic(const char *path, const void *p, size_t n, av_err *err) {
     }
     return av_out_commit(o, err);
 }
+
+int av_parse_int(const char *s, long lo, long hi, int *out) {
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi) return -1;
+    *out = (int)v;
+    return 0;
+}

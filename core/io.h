@@ -50,6 +50,10 @@ void av_out_abort(av_out *o);
 /* Write n bytes to path atomically (open, write, commit). Errors: AV_EIO, AV_ENOMEM. */
 int av_write_atomic(const char *path, const void *p, size_t n, av_err *err);
 
+/* Whole-string decimal integer in [lo, hi] into *out (CLI arguments).
+ * Returns 0, or -1 for empty text, trailing characters or out of range. */
+int av_parse_int(const char *s, long lo, long hi, int *out);
+
 /* True when path ends with ext (case-insensitive), e.g. ".gguf". */
 int av_has_ext(const char *path, const char *ext);
 

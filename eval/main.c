@@ -64,15 +64,6 @@ typedef struct opts {
     int n_lora;
 } opts;
 
-static int parse_int(const char *s, long lo, long hi, int *out) {
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi) return -1;
-    *out = (int)v;
-    return 0;
-}
-
 /* ---- gate --------------------------------------------------------------- */
 
 static int metric(const ev_compare *c, const char *name, size_t n, double *v) {
@@ -174,14 +165,14 @@ int main(int argc, char **argv) {
             else if (!strcmp(a, "--gate")) o.gate = v;
             else if (!strcmp(a, "-o") || !strcmp(a, "--output")) o.output = v;
             else if (!strcmp(a, "-c") || !strcmp(a, "--ctx-size")) {
-                if (parse_int(v, 4, 1 << 20, &o.n_ctx) || o.n_ctx % 2)
+                if (av_parse_int(v, 4, 1 << 20, &o.n_ctx) || o.n_ctx % 2)
                     USAGE_ERR("-c '%s' is not an even number >= 4", v);
             } else if (!strcmp(a, "-b") || !strcmp(a, "--batch")) {
-                if (parse_int(v, 1, 1 << 20, &o.n_batch)) USAGE_ERR("-b '%s' is not a positive integer", v);
+                if (av_parse_int(v, 1, 1 << 20, &o.n_batch)) USAGE_ERR("-b '%s' is not a positive integer", v);
             } else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) {
-                if (parse_int(v, 1, 4096, &o.n_threads)) USAGE_ERR("-t '%s' is not a positive integer", v);
+                if (av_parse_int(v, 1, 4096, &o.n_threads)) USAGE_ERR("-t '%s' is not a positive integer", v);
             } else if (!strcmp(a, "--chunks")) {
-                if (parse_int(v, 1, 1 << 30, &o.max_chunks)) USAGE_ERR("--chunks '%s' is not a positive integer", v);
+                if (av_parse_int(v, 1, 1 << 30, &o.max_chunks)) USAGE_ERR("--chunks '%s' is not a positive integer", v);
             } else USAGE_ERR("unknown option '%s'", a);
             continue;
         }

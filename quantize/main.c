@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "io.h"
 #include "gguf.h"
 #include "progress.h"
 #include "quant.h"
@@ -66,15 +67,6 @@ static void usage(FILE *f) {
         fprintf(stderr, " (see anvil quantize --help)\n");     \
         return 2;                                              \
     } while (0)
-
-static int parse_int(const char *s, long lo, long hi, int *out) {
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi) return -1;
-    *out = (int)v;
-    return 0;
-}
 
 /* A ggml tensor type name for --output-tensor-type / --token-embedding-type. */
 static int tensor_type(const char *s) {
@@ -215,7 +207,7 @@ int main(int argc, char **argv) {
             else if (!strcmp(a, "--int8")) int8_s = v;
             else if (!strcmp(a, "--output-tensor-type")) out_type_s = v;
             else if (!strcmp(a, "--token-embedding-type")) embd_type_s = v;
-            else if (parse_int(v, 1, 4096, &threads)) USAGE_ERR("%s '%s' is not a thread count in 1..4096", a, v);
+            else if (av_parse_int(v, 1, 4096, &threads)) USAGE_ERR("%s '%s' is not a thread count in 1..4096", a, v);
         } else if (a[0] == '-' && a[1]) {
             USAGE_ERR("unknown option '%s'", a);
         } else if (npos < 4) {
@@ -231,7 +223,7 @@ int main(int argc, char **argv) {
     }
     if (npos < 3) USAGE_ERR("need IN, OUT and TYPE");
     const char *in = pos[0], *out = pos[1], *type_s = pos[2];
-    if (npos == 4 && parse_int(pos[3], 1, 4096, &threads))
+    if (npos == 4 && av_parse_int(pos[3], 1, 4096, &threads))
         USAGE_ERR("NTHREADS '%s' is not a thread count in 1..4096", pos[3]);
     const q_ftype_info *ft = q_ftype_from_name(type_s);
     if (!ft) {

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 
+#include "io.h"
 #include "loader.h"
 #include "progress.h"
 #include "run.h"
@@ -67,15 +68,6 @@ static void usage(FILE *f) {
         rc = 2;                                              \
         goto out;                                            \
     } while (0)
-
-static int parse_int(const char *s, long lo, long hi, int *out) {
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (!*s || *end || errno || v < lo || v > hi) return -1;
-    *out = (int)v;
-    return 0;
-}
 
 static int parse_float(const char *s, float *out) {
     char *end;
@@ -252,22 +244,22 @@ int main(int argc, char **argv) {
             o.lora[o.n_lora++] = v;
         }
         else if (!strcmp(n, "-n") || !strcmp(n, "--n-predict")) {
-            if (parse_int(v, -1, 1 << 24, &o.n_predict)) USAGE_ERR("-n '%s' is not an integer >= -1", v);
+            if (av_parse_int(v, -1, 1 << 24, &o.n_predict)) USAGE_ERR("-n '%s' is not an integer >= -1", v);
         } else if (!strcmp(n, "-c") || !strcmp(n, "--ctx-size")) {
-            if (parse_int(v, 0, 1 << 24, &o.n_ctx)) USAGE_ERR("-c '%s' is not an integer >= 0", v);
+            if (av_parse_int(v, 0, 1 << 24, &o.n_ctx)) USAGE_ERR("-c '%s' is not an integer >= 0", v);
         } else if (!strcmp(n, "-b") || !strcmp(n, "--batch")) {
-            if (parse_int(v, 1, 1 << 24, &o.n_batch)) USAGE_ERR("-b '%s' is not a positive integer", v);
+            if (av_parse_int(v, 1, 1 << 24, &o.n_batch)) USAGE_ERR("-b '%s' is not a positive integer", v);
         } else if (!strcmp(n, "-t") || !strcmp(n, "--threads")) {
-            if (parse_int(v, 0, 4096, &o.n_threads)) USAGE_ERR("-t '%s' is not a thread count (0 = auto)", v);
+            if (av_parse_int(v, 0, 4096, &o.n_threads)) USAGE_ERR("-t '%s' is not a thread count (0 = auto)", v);
         } else if (!strcmp(n, "-r") || !strcmp(n, "--reps")) {
-            if (parse_int(v, 1, 1000000, &o.reps)) USAGE_ERR("-r '%s' is not a positive integer", v);
+            if (av_parse_int(v, 1, 1000000, &o.reps)) USAGE_ERR("-r '%s' is not a positive integer", v);
         } else if (!strcmp(n, "--seed")) {
             if (parse_u64(v, &o.seed)) USAGE_ERR("--seed '%s' is not an integer in [0, 2^63)", v);
             o.has_seed = 1;
         } else if (!strcmp(n, "--temp")) {
             if (parse_float(v, &o.sp.temp)) USAGE_ERR("--temp '%s' is not a number", v);
         } else if (!strcmp(n, "--top-k")) {
-            if (parse_int(v, 0, 1 << 30, &o.sp.top_k)) USAGE_ERR("--top-k '%s' is not an integer >= 0", v);
+            if (av_parse_int(v, 0, 1 << 30, &o.sp.top_k)) USAGE_ERR("--top-k '%s' is not an integer >= 0", v);
         } else if (!strcmp(n, "--top-p")) {
             if (parse_float(v, &o.sp.top_p) || o.sp.top_p < 0) USAGE_ERR("--top-p '%s' is not a number >= 0", v);
         } else if (!strcmp(n, "--min-p")) {
@@ -276,7 +268,7 @@ int main(int argc, char **argv) {
             if (parse_float(v, &o.sp.repeat_penalty) || !(o.sp.repeat_penalty > 0) || isinf(o.sp.repeat_penalty))
                 USAGE_ERR("--repeat-penalty '%s' is not a positive number", v);
         } else if (!strcmp(n, "--repeat-last-n")) {
-            if (parse_int(v, -1, 1 << 24, &o.sp.repeat_last_n)) USAGE_ERR("--repeat-last-n '%s' is not an integer >= -1", v);
+            if (av_parse_int(v, -1, 1 << 24, &o.sp.repeat_last_n)) USAGE_ERR("--repeat-last-n '%s' is not an integer >= -1", v);
         } else if (!strcmp(n, "--frequency-penalty")) {
             if (parse_float(v, &o.sp.freq_penalty) || isinf(o.sp.freq_penalty)) USAGE_ERR("--frequency-penalty '%s' is not a number", v);
         } else if (!strcmp(n, "--presence-penalty")) {
@@ -284,7 +276,7 @@ int main(int argc, char **argv) {
         } else if (!strcmp(n, "--length-penalty")) {
             if (parse_float(v, &o.length_penalty) || isinf(o.length_penalty)) USAGE_ERR("--length-penalty '%s' is not a number", v);
         } else if (!strcmp(n, "--beams")) {
-            if (parse_int(v, 0, 1024, &o.beams)) USAGE_ERR("--beams '%s' is not an integer in [0, 1024]", v);
+            if (av_parse_int(v, 0, 1024, &o.beams)) USAGE_ERR("--beams '%s' is not an integer in [0, 1024]", v);
         } else if (!strcmp(n, "--stop")) {
             if (!*v) USAGE_ERR("--stop needs a non-empty string");
             o.stops[o.n_stops++] = v;
@@ -294,7 +286,7 @@ int main(int argc, char **argv) {
             int id;
             if (!e || e == v || (size_t)(e - v) >= sizeof idb) USAGE_ERR("--logit-bias '%s' is not ID=VALUE", v);
             snprintf(idb, sizeof idb, "%.*s", (int)(e - v), v);
-            if (parse_int(idb, 0, INT32_MAX, &id) || parse_float(e + 1, &fv) || fv == INFINITY)
+            if (av_parse_int(idb, 0, INT32_MAX, &id) || parse_float(e + 1, &fv) || fv == INFINITY)
                 USAGE_ERR("--logit-bias '%s' is not ID=VALUE (VALUE a number or -inf)", v);
             o.bias[o.n_bias++] = (smp_bias){id, fv};
         } else if (!strcmp(n, "--bench")) {
@@ -302,7 +294,7 @@ int main(int argc, char **argv) {
             char pb[32];
             if (!c || (size_t)(c - v) >= sizeof pb) USAGE_ERR("--bench '%s' is not PP,TG", v);
             snprintf(pb, sizeof pb, "%.*s", (int)(c - v), v);
-            if (parse_int(pb, 0, 1 << 20, &o.bench_pp) || parse_int(c + 1, 0, 1 << 20, &o.bench_tg) ||
+            if (av_parse_int(pb, 0, 1 << 20, &o.bench_pp) || av_parse_int(c + 1, 0, 1 << 20, &o.bench_tg) ||
                 o.bench_pp + o.bench_tg == 0)
                 USAGE_ERR("--bench '%s' is not PP,TG (non-negative integers, not both 0)", v);
             o.bench = 1;
