@@ -126,6 +126,7 @@ void tr_model_free(tr_model *m) {
     free(m->tensors);
     free(m->t_layer);
     acts_free(m->acts);
+    tr_lora_free(m->lora);
     free(m);
 }
 
@@ -369,6 +370,45 @@ static void dropout_apply(float *x, size_t n, uint64_t key, int layer, int which
     for (size_t i = 0; i < n; i++) x[i] *= tr_dropout_scale(key, layer, which, i, p);
 }
 
+/* Weights: trainable parameters (full training) or the frozen base with its
+ * adapters (LoRA, train_lora.c). Layer -1 is the output head / final norm. */
+static const float *norm_w(tr_model *m, int l, int slot) {
+    if (m->lora) return tr_lora_norm(m, l, slot);
+    return tr_param(m, l < 0 ? m->t_out_norm : m->t_layer[(size_t)l * TR_PER_LAYER + slot]);
+}
+
+static float *norm_g(tr_model *m, int l, int slot) {
+    if (m->lora) return NULL;
+    return tr_grad(m, l < 0 ? m->t_out_norm : m->t_layer[(size_t)l * TR_PER_LAYER + slot]);
+}
+
+static int weight_index(const tr_model *m, int l, int slot) {
+    return l < 0 ? m->t_out : m->t_layer[(size_t)l * TR_PER_LAYER + slot];
+}
+
+/* Y [N, O] (+)= X [N, In] W^T */
+static void lin_fwd(tr_model *m, int l, int slot, float *Y, int acc, const float *X, int N, int In, int O,
+                    int nt) {
+    if (m->lora) {
+        tr_lora_linear_fwd(m, l, slot, Y, acc, X, N, nt);
+        return;
+    }
+    const float *W = tr_param(m, weight_index(m, l, slot));
+    if (acc) tr_matmul_fwd_acc(Y, X, W, N, In, O, nt);
+    else tr_matmul_fwd(Y, X, W, N, In, O, nt);
+}
+
+/* dX [N, In] (+)= alpha dY W; dW += alpha dY^T X when trainable */
+static void lin_bwd(tr_model *m, int l, int slot, float *dX, int acc, const float *dY, const float *X, int N,
+                    int In, int O, float alpha, int nt) {
+    if (m->lora) {
+        tr_lora_linear_bwd(m, l, slot, dX, acc, dY, X, N, alpha, nt);
+        return;
+    }
+    const int t = weight_index(m, l, slot);
+    tr_matmul_bwd_scaled(dX, acc, tr_grad(m, t), dY, X, tr_param(m, t), N, In, O, alpha, nt);
+}
+
 int tr_forward(tr_model *m, const int32_t *inputs, const int32_t *targets, int B, int T,
                float *loss, float *logits, int n_threads, av_err *err) {
     const tr_config *c = &m->cfg;
@@ -382,6 +422,7 @@ int tr_forward(tr_model *m, const int32_t *inputs, const int32_t *targets, int B
                            "(0..%d)", inputs[i] < 0 || inputs[i] >= c->vocab ? inputs[i] : targets[i],
                            i, c->vocab - 1);
     int rc = acts_plan(m, B, T, err);
+    if (!rc) rc = tr_lora_plan(m, N, targets != NULL, err);
     if (rc) return rc;
     tr_acts *a = m->acts;
     const int nt = nthreads(n_threads), ntm = nt < a->nt_max ? nt : a->nt_max;
@@ -393,21 +434,21 @@ int tr_forward(tr_model *m, const int32_t *inputs, const int32_t *targets, int B
     a->dropped = drop;
 
     PROF_START;
-    tr_embedding_fwd(a->x, tr_param(m, m->t_embd), inputs, (int)N, E);
+    if (m->lora) tr_lora_embed(m, a->x, inputs, (int)N);
+    else tr_embedding_fwd(a->x, tr_param(m, m->t_embd), inputs, (int)N, E);
     PROF(P_EMB);
     for (int l = 0; l < c->n_layer; l++) {
-        const int *tl = m->t_layer + (size_t)l * TR_PER_LAYER;
         float *x = a->x + l * N * E, *xmid = a->xmid + l * N * E, *xout = a->x + (l + 1) * N * E;
         float *xn1 = a->xn1 + l * N * E, *xn2 = a->xn2 + l * N * E;
         float *q = a->q + l * N * Q, *k = a->k + l * N * KV, *v = a->v + l * N * KV;
         float *atty = a->atty + l * N * Q, *P = a->P + (size_t)l * B * H * T * 2;
         float *hg = a->hg + l * N * F, *hu = a->hu + l * N * F, *hh = a->hh + l * N * F;
 
-        tr_rmsnorm_fwd(xn1, a->rstd1 + l * N, x, tr_param(m, tl[TR_ATTN_NORM]), (int)N, E, c->eps, nt);
+        tr_rmsnorm_fwd(xn1, a->rstd1 + l * N, x, norm_w(m, l, TR_ATTN_NORM), (int)N, E, c->eps, nt);
         PROF(P_NORM);
-        tr_matmul_fwd(q, xn1, tr_param(m, tl[TR_WQ]), (int)N, E, Q, nt);
-        tr_matmul_fwd(k, xn1, tr_param(m, tl[TR_WK]), (int)N, E, KV, nt);
-        tr_matmul_fwd(v, xn1, tr_param(m, tl[TR_WV]), (int)N, E, KV, nt);
+        lin_fwd(m, l, TR_WQ, q, 0, xn1, (int)N, E, Q, nt);
+        lin_fwd(m, l, TR_WK, k, 0, xn1, (int)N, E, KV, nt);
+        lin_fwd(m, l, TR_WV, v, 0, xn1, (int)N, E, KV, nt);
         PROF(P_QKV);
         tr_rope_fwd(q, (int)N, T, H, hd, a->cos_t, a->sin_t, c->rope_mode, nt);
         tr_rope_fwd(k, (int)N, T, KVH, hd, a->cos_t, a->sin_t, c->rope_mode, nt);
@@ -416,25 +457,25 @@ int tr_forward(tr_model *m, const int32_t *inputs, const int32_t *targets, int B
         PROF(P_ATT);
         if (drop) dropout_apply(atty, N * Q, m->dropout_key, l, 0, m->dropout, nt);
         memcpy(xmid, x, N * E * sizeof(float)); /* residual: xmid = x + atty Wo^T */
-        tr_matmul_fwd_acc(xmid, atty, tr_param(m, tl[TR_WO]), (int)N, Q, E, nt);
+        lin_fwd(m, l, TR_WO, xmid, 1, atty, (int)N, Q, E, nt);
         PROF(P_WO);
 
-        tr_rmsnorm_fwd(xn2, a->rstd2 + l * N, xmid, tr_param(m, tl[TR_FFN_NORM]), (int)N, E, c->eps, nt);
+        tr_rmsnorm_fwd(xn2, a->rstd2 + l * N, xmid, norm_w(m, l, TR_FFN_NORM), (int)N, E, c->eps, nt);
         PROF(P_NORM);
-        tr_matmul_fwd(hg, xn2, tr_param(m, tl[TR_W_GATE]), (int)N, E, F, nt);
-        tr_matmul_fwd(hu, xn2, tr_param(m, tl[TR_W_UP]), (int)N, E, F, nt);
+        lin_fwd(m, l, TR_W_GATE, hg, 0, xn2, (int)N, E, F, nt);
+        lin_fwd(m, l, TR_W_UP, hu, 0, xn2, (int)N, E, F, nt);
         PROF(P_FFN);
         tr_swiglu_fwd(hh, hg, hu, N * F, nt);
         PROF(P_SWIGLU);
         if (drop) dropout_apply(hh, N * F, m->dropout_key, l, 1, m->dropout, nt);
         memcpy(xout, xmid, N * E * sizeof(float));
-        tr_matmul_fwd_acc(xout, hh, tr_param(m, tl[TR_W_DOWN]), (int)N, F, E, nt);
+        lin_fwd(m, l, TR_W_DOWN, xout, 1, hh, (int)N, F, E, nt);
         PROF(P_FFN);
     }
-    tr_rmsnorm_fwd(a->xnf, a->rstdf, a->x + (size_t)c->n_layer * N * E, tr_param(m, m->t_out_norm),
-                   (int)N, E, c->eps, nt);
+    tr_rmsnorm_fwd(a->xnf, a->rstdf, a->x + (size_t)c->n_layer * N * E, norm_w(m, -1, 0), (int)N, E, c->eps,
+                   nt);
     PROF(P_NORM);
-    tr_matmul_fwd(a->logits, a->xnf, tr_param(m, m->t_out), (int)N, E, V, nt);
+    lin_fwd(m, -1, 0, a->logits, 0, a->xnf, (int)N, E, V, nt);
     PROF(P_HEAD);
     if (logits) memcpy(logits, a->logits, N * V * sizeof(float));
     if (targets) {
@@ -462,36 +503,32 @@ int tr_backward(tr_model *m, float loss_scale, int n_threads, av_err *err) {
     if (a->count == 0) return 0;
 
     PROF_START;
-    tr_matmul_bwd_scaled(a->dxn, 0, tr_grad(m, m->t_out), a->logits, a->xnf,
-                         tr_param(m, m->t_out), (int)N, E, V, loss_scale / (float)a->count, nt);
+    lin_bwd(m, -1, 0, a->dxn, 0, a->logits, a->xnf, (int)N, E, V, loss_scale / (float)a->count, nt);
     PROF(P_HEAD_B);
     memset(a->dx, 0, N * E * sizeof(float));
-    tr_rmsnorm_bwd_acc(a->dx, tr_grad(m, m->t_out_norm), a->dxn, a->x + (size_t)c->n_layer * N * E,
-                       tr_param(m, m->t_out_norm), a->rstdf, (int)N, E, nt);
+    tr_rmsnorm_bwd_acc(a->dx, norm_g(m, -1, 0), a->dxn, a->x + (size_t)c->n_layer * N * E, norm_w(m, -1, 0),
+                       a->rstdf, (int)N, E, nt);
     PROF(P_NORM_B);
     for (int l = c->n_layer - 1; l >= 0; l--) {
-        const int *tl = m->t_layer + (size_t)l * TR_PER_LAYER;
         float *x = a->x + l * N * E, *xmid = a->xmid + l * N * E;
         float *xn1 = a->xn1 + l * N * E, *xn2 = a->xn2 + l * N * E;
         float *q = a->q + l * N * Q, *k = a->k + l * N * KV, *v = a->v + l * N * KV;
         float *atty = a->atty + l * N * Q, *P = a->P + (size_t)l * B * H * T * 2;
         float *hg = a->hg + l * N * F, *hu = a->hu + l * N * F, *hh = a->hh + l * N * F;
-#define G(i) tr_grad(m, tl[i])
-#define W(i) tr_param(m, tl[i])
         /* x_out = xmid + hh Wd^T; hh = silu(hg) * hu; hg|hu = xn2 Wg|Wu^T */
-        tr_matmul_bwd(a->dhh, 0, G(TR_W_DOWN), a->dx, hh, W(TR_W_DOWN), (int)N, F, E, nt);
+        lin_bwd(m, l, TR_W_DOWN, a->dhh, 0, a->dx, hh, (int)N, F, E, 1.0f, nt);
         PROF(P_FFN_B);
         if (a->dropped) dropout_apply(a->dhh, N * F, m->dropout_key, l, 1, m->dropout, nt);
         tr_swiglu_bwd(a->dhg, a->dhu, a->dhh, hg, hu, N * F, nt);
         PROF(P_SWIGLU_B);
-        tr_matmul_bwd(a->dxn, 0, G(TR_W_GATE), a->dhg, xn2, W(TR_W_GATE), (int)N, E, F, nt);
-        tr_matmul_bwd(a->dxn, 1, G(TR_W_UP), a->dhu, xn2, W(TR_W_UP), (int)N, E, F, nt);
+        lin_bwd(m, l, TR_W_GATE, a->dxn, 0, a->dhg, xn2, (int)N, E, F, 1.0f, nt);
+        lin_bwd(m, l, TR_W_UP, a->dxn, 1, a->dhu, xn2, (int)N, E, F, 1.0f, nt);
         PROF(P_FFN_B);
-        tr_rmsnorm_bwd_acc(a->dx, G(TR_FFN_NORM), a->dxn, xmid, W(TR_FFN_NORM), a->rstd2 + l * N,
-                           (int)N, E, nt);
+        tr_rmsnorm_bwd_acc(a->dx, norm_g(m, l, TR_FFN_NORM), a->dxn, xmid, norm_w(m, l, TR_FFN_NORM),
+                           a->rstd2 + l * N, (int)N, E, nt);
         PROF(P_NORM_B);
         /* xmid = x + atty Wo^T; atty = attention(rope(xn1 Wq^T), rope(xn1 Wk^T), xn1 Wv^T) */
-        tr_matmul_bwd(a->datt, 0, G(TR_WO), a->dx, atty, W(TR_WO), (int)N, Q, E, nt);
+        lin_bwd(m, l, TR_WO, a->datt, 0, a->dx, atty, (int)N, Q, E, 1.0f, nt);
         PROF(P_WO_B);
         if (a->dropped) dropout_apply(a->datt, N * Q, m->dropout_key, l, 0, m->dropout, nt);
         tr_attention_bwd(a->dq, a->dk, a->dv, a->datt, P, q, k, v, B, T, H, KVH, hd,
@@ -500,17 +537,15 @@ int tr_backward(tr_model *m, float loss_scale, int n_threads, av_err *err) {
         tr_rope_bwd(a->dq, (int)N, T, H, hd, a->cos_t, a->sin_t, c->rope_mode, nt);
         tr_rope_bwd(a->dk, (int)N, T, KVH, hd, a->cos_t, a->sin_t, c->rope_mode, nt);
         PROF(P_ROPE_B);
-        tr_matmul_bwd(a->dxn, 0, G(TR_WQ), a->dq, xn1, W(TR_WQ), (int)N, E, Q, nt);
-        tr_matmul_bwd(a->dxn, 1, G(TR_WK), a->dk, xn1, W(TR_WK), (int)N, E, KV, nt);
-        tr_matmul_bwd(a->dxn, 1, G(TR_WV), a->dv, xn1, W(TR_WV), (int)N, E, KV, nt);
+        lin_bwd(m, l, TR_WQ, a->dxn, 0, a->dq, xn1, (int)N, E, Q, 1.0f, nt);
+        lin_bwd(m, l, TR_WK, a->dxn, 1, a->dk, xn1, (int)N, E, KV, 1.0f, nt);
+        lin_bwd(m, l, TR_WV, a->dxn, 1, a->dv, xn1, (int)N, E, KV, 1.0f, nt);
         PROF(P_QKV_B);
-        tr_rmsnorm_bwd_acc(a->dx, G(TR_ATTN_NORM), a->dxn, x, W(TR_ATTN_NORM), a->rstd1 + l * N,
-                           (int)N, E, nt);
+        tr_rmsnorm_bwd_acc(a->dx, norm_g(m, l, TR_ATTN_NORM), a->dxn, x, norm_w(m, l, TR_ATTN_NORM),
+                           a->rstd1 + l * N, (int)N, E, nt);
         PROF(P_NORM_B);
-#undef G
-#undef W
     }
-    tr_embedding_bwd(tr_grad(m, m->t_embd), a->dx, a->inputs, (int)N, E);
+    if (!m->lora) tr_embedding_bwd(tr_grad(m, m->t_embd), a->dx, a->inputs, (int)N, E);
     PROF(P_EMB_B);
     return 0;
 }

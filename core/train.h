@@ -64,6 +64,10 @@ typedef struct tr_model {
      * seed, step and micro-batch index) and a resumed run draws the same. */
     float dropout;
     uint64_t dropout_key;
+    /* LoRA (tr_lora_new): the base is frozen and read in place from its
+     * model (any dtype); params/grads/m/v hold only the adapters' A and B.
+     * NULL: full training. Private (core/train_lora.c). */
+    struct tr_lora *lora;
 } tr_model;
 
 /* The dropout multiplier (0 or 1/(1-p)) of element i of site (layer, which:
@@ -152,6 +156,49 @@ typedef struct tr_schedule {
  * lr_min from total on. */
 float tr_lr_at(const tr_schedule *s, int step);
 
+/* ---- LoRA (core/train_lora.c) ------------------------------------------
+ * Each target W [out, in] of the frozen base gets A [r, in] and B [out, r]:
+ * y = x W^T + (alpha/r) (drop(x) A^T) B^T, PEFT's LoRA layer. Trainable
+ * tensors are named as llama.cpp's adapters: "blk.N.attn_q.weight.lora_a"
+ * (shape [r, in]) and ".lora_b" ([out, r]). The base's matrices are read
+ * from its model: F32 in place, other types (F16, BF16, Q8_0, Q4_K, ...)
+ * dequantized a chunk of rows at a time into a scratch of about 1 MB, in
+ * forward and backward; nothing of the base is copied whole. Everything else
+ * (tr_forward, tr_backward, AdamW, clipping) works unchanged. */
+
+typedef struct tr_lora_config {
+    int r;            /* rank (8) */
+    float alpha;      /* scale = alpha / r (16) */
+    float dropout;    /* PEFT's lora_dropout on each target's input (0) */
+    unsigned targets; /* bit (1u << TR_WQ) ... of the seven matrices */
+} tr_lora_config;
+
+/* "attn_q,attn_k,attn_v,attn_output,ffn_gate,ffn_up,ffn_down" (HF names
+ * q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj and "all"
+ * too) -> a targets mask. Errors: AV_EINVAL naming an unknown target. */
+int tr_lora_parse_targets(const char *list, unsigned *mask, av_err *err);
+/* The mask as a GGUF-name list ("attn_q,attn_v") into buf. */
+void tr_lora_targets_str(unsigned mask, char *buf, size_t n);
+
+/* LoRA model over base (llama architecture, any weight type llm_new reads;
+ * base must outlive the model). seq_len 0: the base's context length.
+ * A and B start at zero (see tr_lora_init). Errors: llm_new's, AV_EINVAL
+ * (rank < 1, no targets), AV_ENOMEM. */
+int tr_lora_new(const av_model *base, const char *name, const tr_lora_config *lc, int seq_len,
+                tr_model **out, av_err *err);
+/* The model's LoRA settings, or NULL for full training. */
+const tr_lora_config *tr_lora_get(const tr_model *m);
+/* PEFT's initialization: A ~ kaiming_uniform(a = sqrt(5)), that is
+ * U(-1/sqrt(in), 1/sqrt(in)) from a seeded stream per tensor; B = 0. */
+void tr_lora_init(tr_model *m, uint64_t seed);
+/* The adapters as a new av_model in llama.cpp's GGUF adapter layout
+ * (general.type adapter, adapter.type lora, adapter.lora.alpha; F32
+ * copies). Errors: AV_EINVAL (not a LoRA model), AV_ENOMEM. */
+int tr_lora_to_adapter(const tr_model *m, av_model **out, av_err *err);
+/* Set A and B from an adapter model (tensors named as above, F32, the same
+ * shapes). Errors: AV_EINVAL naming the tensor. */
+int tr_lora_load(tr_model *m, const av_model *adapter, av_err *err);
+
 /* ---- per-op kernels (f32; forward and backward; tested by finite differences
  * in tests/test_grad.c). Shapes row-major, last dimension fastest. Backward
  * functions ADD into parameter gradients; input gradients are written unless
@@ -162,7 +209,7 @@ void tr_embedding_fwd(float *out, const float *table, const int32_t *ids, int N,
 void tr_embedding_bwd(float *dtable, const float *dout, const int32_t *ids, int N, int E);
 
 /* out = x * rstd * w, rstd [N] = 1/sqrt(mean(x^2)+eps);  x, out: [N, E].
- * Backward: dx [N,E] += ..., dw [E] += sum_i dout*x*rstd. */
+ * Backward: dx [N,E] += ..., dw [E] += sum_i dout*x*rstd (dw NULL: skipped). */
 void tr_rmsnorm_fwd(float *out, float *rstd, const float *x, const float *w, int N, int E,
                     float eps, int nt);
 void tr_rmsnorm_bwd_acc(float *dx, float *dw, const float *dout, const float *x, const float *w,
@@ -212,6 +259,24 @@ int tr_xent_fwd(float *logits, float *losses, const int32_t *targets, int N, int
 void tr_xent_bwd(float *probs, const int32_t *targets, int N, int V, float scale, int nt);
 
 /* ---- internal: used by train.c and the tests, not a stable API ------------ */
+
+/* C [M, N] = alpha op(A) op(B) + beta C (row-major cblas_sgemm), split over
+ * nt OpenMP threads along the longer of M and N (each slice one
+ * single-threaded sgemm). */
+void tr_sgemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
+              const float *B, int ldb, float beta, float *C, int ldc, int nt);
+/* LoRA internals called by tr_forward / tr_backward (train_lora.c). */
+struct tr_lora;
+void tr_lora_free(struct tr_lora *lo);
+int tr_lora_plan(tr_model *m, size_t N, int training, av_err *err);
+void tr_lora_embed(tr_model *m, float *out, const int32_t *ids, int N);
+const float *tr_lora_norm(const tr_model *m, int layer, int slot); /* layer -1: output norm */
+/* Y [N, out] (+)= X W^T + LoRA of (layer, slot); layer -1: the output head. */
+void tr_lora_linear_fwd(tr_model *m, int layer, int slot, float *Y, int acc, const float *X, int N,
+                        int nt);
+/* dX [N, in] (+)= alpha dY W + LoRA input gradient; A, B gradients added. */
+void tr_lora_linear_bwd(tr_model *m, int layer, int slot, float *dX, int acc, const float *dY,
+                        const float *X, int N, float alpha, int nt);
 
 /* Y [N, O] += X [N, In] W^T. */
 void tr_matmul_fwd_acc(float *Y, const float *X, const float *W, int N, int In, int O, int nt);

@@ -157,8 +157,8 @@ static inline size_t round_up(size_t n, size_t m) { return (n + m - 1) / m * m; 
 
 /* C [M, N] = alpha op(A) op(B) + beta C, split over nt threads along the
  * larger of M and N (slices of 16). Small products run on one thread. */
-static void mm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
-               const float *B, int ldb, float beta, float *C, int ldc, int nt) {
+void tr_sgemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
+              const float *B, int ldb, float beta, float *C, int ldc, int nt) {
     if (M <= 0 || N <= 0) return;
     if (nt < 1) nt = 1;
     if ((double)M * N * K < 1e6) nt = 1;
@@ -243,7 +243,7 @@ void tr_rmsnorm_bwd_acc(float *dx, float *dw, const float *dout, const float *x,
      * partials: columns in blocks of 16, rows in order (double). */
     const int nch = (N + NORM_ROWS - 1) / NORM_ROWS;
     const size_t Ep = round_up((size_t)E, VL);
-    float *part = malloc((size_t)nch * Ep * sizeof(float));
+    float *part = dw ? malloc((size_t)nch * Ep * sizeof(float)) : NULL; /* dw NULL: frozen (LoRA) */
 #pragma omp parallel num_threads(nt) if (par)
     {
 #pragma omp for schedule(static)
@@ -281,7 +281,7 @@ void tr_rmsnorm_bwd_acc(float *dx, float *dw, const float *dout, const float *x,
                 }
                 for (int j = 0; j < nj; j++) dw[j0 + j] += (float)acc[j];
             }
-        } else {
+        } else if (dw) {
 #pragma omp for schedule(static)
             for (int j0 = 0; j0 < E; j0 += 16) {
                 const int nj = j0 + 16 < E ? 16 : E - j0;
@@ -300,11 +300,11 @@ void tr_rmsnorm_bwd_acc(float *dx, float *dw, const float *dout, const float *x,
 /* ---- linear ----------------------------------------------------------- */
 
 void tr_matmul_fwd(float *Y, const float *X, const float *W, int N, int In, int O, int nt) {
-    mm(0, 1, N, O, In, 1.0f, X, In, W, In, 0.0f, Y, O, nt);
+    tr_sgemm(0, 1, N, O, In, 1.0f, X, In, W, In, 0.0f, Y, O, nt);
 }
 
 void tr_matmul_fwd_acc(float *Y, const float *X, const float *W, int N, int In, int O, int nt) {
-    mm(0, 1, N, O, In, 1.0f, X, In, W, In, 1.0f, Y, O, nt);
+    tr_sgemm(0, 1, N, O, In, 1.0f, X, In, W, In, 1.0f, Y, O, nt);
 }
 
 void tr_matmul_bwd(float *dX, int acc, float *dW, const float *dY, const float *X,
@@ -314,8 +314,8 @@ void tr_matmul_bwd(float *dX, int acc, float *dW, const float *dY, const float *
 
 void tr_matmul_bwd_scaled(float *dX, int acc, float *dW, const float *dY, const float *X,
                           const float *W, int N, int In, int O, float alpha, int nt) {
-    if (dW) mm(1, 0, O, In, N, alpha, dY, O, X, In, 1.0f, dW, In, nt);
-    if (dX) mm(0, 0, N, In, O, alpha, dY, O, W, In, acc ? 1.0f : 0.0f, dX, In, nt);
+    if (dW) tr_sgemm(1, 0, O, In, N, alpha, dY, O, X, In, 1.0f, dW, In, nt);
+    if (dX) tr_sgemm(0, 0, N, In, O, alpha, dY, O, W, In, acc ? 1.0f : 0.0f, dX, In, nt);
 }
 
 /* ---- RoPE ------------------------------------------------------------- */

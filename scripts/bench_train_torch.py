@@ -28,6 +28,25 @@ Which BLAS torch uses (Debian's torch takes whatever libblas.so.3 points to) is 
 scripts/lib/torchblas.sh preloads OpenBLAS when libblas.so.3 is the slow reference BLAS.
 
 --matmul-probe: only time a 1024x1024 f32 matmul at --threads and print {"matmul_gflops", "blas"}.
+
+LoRA mode (--lora-r R > 0; --lora-alpha ALPHA, default R; --lora-targets, comma-separated GGUF names,
+default all seven: attn_q,attn_k,attn_v,attn_output,ffn_gate,ffn_up,ffn_down): the peer of LoRA
+fine-tuning. The base model keeps its random (seeded) weights but is frozen (requires_grad False:
+embedding, norms, all matrices, output head); each target matrix W [out, in] of every layer gets
+PEFT's adapter, y = x W^T + (ALPHA/R) (x A^T) B^T with A [R, in] = kaiming_uniform_(a=sqrt(5)) and
+B [out, R] = 0 (initialised after the base, from the same seeded generator), no dropout. Computed as
+y = mm(x, W^T) then y.addmm_(mm(x, A^T), B^T, alpha=ALPHA/R): the scale and the residual add fuse into
+the second LoRA GEMM (no extra elementwise pass); frozen weights get no weight gradient (.grad stays
+None, checked). AdamW over A and B only (betas 0.9/0.999 and weight decay 0 as PEFT/HF's Trainer
+default, eps 1e-8, --lr), gradient clipping at 1.0 over the LoRA parameters only. The JSON keeps its
+keys ("params" = all parameters, frozen included) and adds "lora": {"r", "alpha", "targets",
+"trainable_params"}.
+FLOPs per token in LoRA mode: 4*N + 6*N_lora + 12*L*dim*T, with N the base matmul parameters as
+above (output head once) and N_lora = sum over adapted matrices of R*(in + out) (= trainable_params):
+forward 2*N + 2*N_lora; backward 2*N for the input gradients of the frozen matmuls (no weight
+gradients) + 4*N_lora (input and weight gradients of the two LoRA matmuls); attention 12*L*dim*T as
+in full training. (Autograd also skips the input gradient of layer 0's q/k/v/gate/up, whose input
+depends on no trainable parameter; the formula still counts it.)
 """
 import argparse
 import json
@@ -58,6 +77,10 @@ def parse_args():
     p.add_argument("--seed", type=int, default=1234)
     p.add_argument("--peak-gflops", type=float, default=None)
     p.add_argument("--matmul-probe", action="store_true")
+    p.add_argument("--lora-r", type=int, default=0, help="LoRA rank; 0 = full training (default)")
+    p.add_argument("--lora-alpha", type=float, default=None, help="LoRA alpha (default: r)")
+    p.add_argument("--lora-targets", default=",".join(LORA_TARGETS),
+                   help="comma-separated GGUF names (default: all seven)")
     a = p.parse_args()
     if a.kv_heads is None:
         a.kv_heads = a.heads
@@ -70,11 +93,24 @@ def parse_args():
         bad.append("--heads must be a multiple of --kv-heads")
     if min(a.layers, a.ffn, a.vocab, a.seq, a.batch, a.steps) < 1 or a.warmup_steps < 0:
         bad.append("sizes and --steps must be positive")
+    a.lora_targets = [t for t in a.lora_targets.split(",") if t]
+    if a.lora_r < 0:
+        bad.append("--lora-r must be >= 0")
+    if a.lora_r == 0 and a.lora_alpha is not None:
+        bad.append("--lora-alpha needs --lora-r")
+    if a.lora_alpha is None:
+        a.lora_alpha = float(a.lora_r)
+    unknown = [t for t in a.lora_targets if t not in LORA_TARGETS]
+    if unknown or not a.lora_targets or len(set(a.lora_targets)) != len(a.lora_targets):
+        bad.append("--lora-targets: a comma-separated subset of " + ",".join(LORA_TARGETS))
     if bad:
         p.error("; ".join(bad))
     return a
 
 
+# LoRA target (GGUF tensor name) -> Block attribute
+LORA_TARGETS = {"attn_q": "wq", "attn_k": "wk", "attn_v": "wv", "attn_output": "wo",
+                "ffn_gate": "w_gate", "ffn_up": "w_up", "ffn_down": "w_down"}
 ARGS = parse_args()
 
 # glibc malloc returns every large block (> 32 MiB at most, usually far less) to the kernel at free:
@@ -253,6 +289,36 @@ class Llama(nn.Module):
         return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1))
 
 
+class LoRALinear(nn.Module):
+    """PEFT-style adapter around a frozen bias-free nn.Linear: y = x W^T + scale (x A^T) B^T."""
+
+    def __init__(self, base, r, alpha):
+        super().__init__()
+        self.base = base
+        base.weight.requires_grad_(False)
+        self.scale = alpha / r
+        self.lora_a = nn.Parameter(torch.empty(r, base.in_features))
+        self.lora_b = nn.Parameter(torch.zeros(base.out_features, r))
+        nn.init.kaiming_uniform_(self.lora_a, a=math.sqrt(5))
+
+    def forward(self, x):
+        x2 = x.reshape(-1, x.shape[-1])
+        y = F.linear(x2, self.base.weight)  # frozen: backward computes the input gradient only
+        # y += scale * (x A^T) B^T in one GEMM with beta = 1 (mm saves its inputs, not y: in place is safe)
+        y.addmm_(F.linear(x2, self.lora_a), self.lora_b.t(), alpha=self.scale)
+        return y.view(*x.shape[:-1], y.shape[-1])
+
+
+def add_lora(model, a):
+    """Freeze every base parameter, wrap the targets; returns the LoRA parameters."""
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for b in model.blocks:
+        for t in a.lora_targets:
+            setattr(b, LORA_TARGETS[t], LoRALinear(getattr(b, LORA_TARGETS[t]), a.lora_r, a.lora_alpha))
+    return [p for p in model.parameters() if p.requires_grad]
+
+
 def matmul_params(a):
     hd = a.dim // a.heads
     per_layer = a.dim * a.heads * hd * 2 + a.dim * a.kv_heads * hd * 2 + 3 * a.dim * a.ffn
@@ -267,11 +333,15 @@ def main():
         return
     torch.manual_seed(a.seed)
     model = Llama(a)
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}],
-                            lr=a.lr, betas=(0.9, 0.95), eps=1e-8, foreach=True)
-    params = list(model.parameters())
+    if a.lora_r:
+        params = add_lora(model, a)  # trainable: the LoRA A and B only
+        opt = torch.optim.AdamW(params, lr=a.lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, foreach=True)
+    else:
+        decay = [p for p in model.parameters() if p.dim() >= 2]
+        no_decay = [p for p in model.parameters() if p.dim() < 2]
+        opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}],
+                                lr=a.lr, betas=(0.9, 0.95), eps=1e-8, foreach=True)
+        params = list(model.parameters())
     g = torch.Generator().manual_seed(a.seed + 1)
     nbatch = 4  # a few distinct random batches, cycled
     data = [torch.randint(0, a.vocab, (a.batch, a.seq + 1), generator=g) for _ in range(nbatch)]
@@ -300,7 +370,14 @@ def main():
     last_loss = l.item()
 
     tokens_per_s = a.steps * a.batch * a.seq / dt
-    fpt = 6.0 * matmul_params(a) + 12.0 * a.layers * a.dim * a.seq
+    if a.lora_r:
+        frozen_grads = [n for n, p in model.named_parameters() if not p.requires_grad and p.grad is not None]
+        if frozen_grads:
+            sys.exit("bench_train_torch: frozen weights got gradients: " + ", ".join(frozen_grads[:4]))
+        n_lora = sum(p.numel() for p in params)
+        fpt = 4.0 * matmul_params(a) + 6.0 * n_lora + 12.0 * a.layers * a.dim * a.seq
+    else:
+        fpt = 6.0 * matmul_params(a) + 12.0 * a.layers * a.dim * a.seq
     gflops = fpt * tokens_per_s / 1e9
     out = {
         "tokens_per_s": tokens_per_s,
@@ -308,7 +385,7 @@ def main():
         "gflops": gflops,
         "mfu": gflops / a.peak_gflops if a.peak_gflops else None,
         "peak_gflops": a.peak_gflops,
-        "params": sum(p.numel() for p in params),
+        "params": sum(p.numel() for p in model.parameters()),
         "matmul_params": matmul_params(a),
         "threads": a.threads,
         "batch": a.batch,
@@ -327,6 +404,9 @@ def main():
         "ld_preload": os.environ.get("LD_PRELOAD") or None,
         "malloc": " ".join("%s=%s" % (k, os.environ[k]) for k in MALLOC_ENV if k in os.environ) or "glibc defaults",
     }
+    if a.lora_r:
+        out["lora"] = {"r": a.lora_r, "alpha": a.lora_alpha, "targets": a.lora_targets,
+                       "trainable_params": n_lora}
     print(json.dumps(out))
 
 
