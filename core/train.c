@@ -422,7 +422,7 @@ int tr_forward(tr_model *m, const int32_t *inputs, const int32_t *targets, int B
                            "(0..%d)", inputs[i] < 0 || inputs[i] >= c->vocab ? inputs[i] : targets[i],
                            i, c->vocab - 1);
     int rc = acts_plan(m, B, T, err);
-    if (!rc) rc = tr_lora_plan(m, N, targets != NULL, err);
+    if (!rc) rc = tr_lora_plan(m, N, targets && !m->eval, err);
     if (rc) return rc;
     tr_acts *a = m->acts;
     const int nt = nthreads(n_threads), ntm = nt < a->nt_max ? nt : a->nt_max;
@@ -430,7 +430,7 @@ int tr_forward(tr_model *m, const int32_t *inputs, const int32_t *targets, int B
               hd = m->head_dim, H = c->n_head, KVH = c->n_kv_head;
     memcpy(a->inputs, inputs, N * sizeof(int32_t));
     a->have_targets = 0;
-    const int drop = targets && m->dropout > 0;
+    const int drop = targets && !m->eval && m->dropout > 0;
     a->dropped = drop;
 
     PROF_START;

@@ -64,6 +64,7 @@ typedef struct tr_model {
      * seed, step and micro-batch index) and a resumed run draws the same. */
     float dropout;
     uint64_t dropout_key;
+    int eval; /* 1: no dropout (model's or LoRA's) even in a forward with targets */
     /* LoRA (tr_lora_new): the base is frozen and read in place from its
      * model (any dtype); params/grads/m/v hold only the adapters' A and B.
      * NULL: full training. Private (core/train_lora.c). */
@@ -198,6 +199,11 @@ int tr_lora_to_adapter(const tr_model *m, av_model **out, av_err *err);
 /* Set A and B from an adapter model (tensors named as above, F32, the same
  * shapes). Errors: AV_EINVAL naming the tensor. */
 int tr_lora_load(tr_model *m, const av_model *adapter, av_err *err);
+
+/* A fingerprint of a base model (tensor names, types, shapes and sampled
+ * bytes of each tensor's data): a resumed LoRA run checks it is on the same
+ * base. */
+uint64_t tr_lora_fingerprint(const av_model *base);
 
 /* ---- per-op kernels (f32; forward and backward; tested by finite differences
  * in tests/test_grad.c). Shapes row-major, last dimension fastest. Backward

@@ -394,3 +394,27 @@ int tr_lora_load(tr_model *m, const av_model *ad, av_err *err) {
     }
     return 0;
 }
+
+static uint64_t fnv(uint64_t h, const void *p, size_t n) {
+    const unsigned char *b = p;
+    for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 0x100000001b3ull;
+    return h;
+}
+
+uint64_t tr_lora_fingerprint(const av_model *base) {
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (size_t i = 0; i < base->n_tensors; i++) {
+        const av_tensor *t = &base->tensors[i];
+        h = fnv(h, t->name, strlen(t->name) + 1);
+        h = fnv(h, &t->dtype, sizeof t->dtype);
+        h = fnv(h, t->shape, sizeof(int64_t) * (size_t)t->n_dims);
+        /* 64 bytes at 16 evenly spaced places: cheap for any size, catches another base */
+        int ok = 1;
+        const size_t n = t->data ? av_tensor_src_nbytes(t, &ok) : 0;
+        for (int k = 0; k < 16 && n && ok; k++) {
+            const size_t off = n > 64 ? (n - 64) / 15 * (size_t)k : 0;
+            h = fnv(h, (const char *)t->data + off, n < 64 ? n : 64);
+        }
+    }
+    return h;
+}

@@ -83,7 +83,8 @@ int ckpt_save(const char *path, tr_model *m, const ckpt_state *s, av_err *err) {
     av_kvs *kv = &am->kv;
     if (av_kvs_set_str(kv, "format", CKPT_FORMAT) || av_kvs_set_str(kv, "config", cfg) ||
         av_kvs_set_str(kv, "settings", s->settings ? s->settings : "{}") ||
-        av_kvs_set_str(kv, "loader_state", loader) || av_kvs_set_str(kv, "checksum", sum))
+        av_kvs_set_str(kv, "loader_state", loader) || av_kvs_set_str(kv, "checksum", sum) ||
+        (s->lora && av_kvs_set_str(kv, "lora", s->lora)))
         goto done;
     snprintf(num, sizeof num, "%d", s->step);
     if (av_kvs_set_str(kv, "step", num)) goto done;
@@ -137,8 +138,20 @@ static int fill(const av_model *am, const char *path, const char *prefix, const 
     return 0;
 }
 
+int ckpt_lora_meta(const char *path, char **json, av_err *err) {
+    *json = NULL;
+    av_model *am = NULL;
+    int rc = st_read(path, &am, err);
+    if (rc) return rc;
+    const char *v;
+    if (!av_kvs_get_str(&am->kv, "lora", &v) && !(*json = strdup(v)))
+        rc = av_errf(err, AV_ENOMEM, "%s: out of memory", path);
+    av_model_free(am);
+    return rc;
+}
+
 int ckpt_load(const char *path, tr_model **out, ckpt_state *s, av_err *err) {
-    *out = NULL;
+    tr_model *given = *out;
     memset(s, 0, sizeof *s);
     av_model *am = NULL;
     tr_model *m = NULL;
@@ -173,7 +186,27 @@ int ckpt_load(const char *path, tr_model **out, ckpt_state *s, av_err *err) {
                      CKPT_LOADER_MAX);
         goto fail;
     }
-    if ((rc = tr_model_new(&c, &m, err))) {
+    const char *lora = NULL;
+    av_kvs_get_str(&am->kv, "lora", &lora);
+    if (lora && !given) {
+        rc = av_errf(err, AV_EFORMAT, "%s: a LoRA checkpoint; resume it with --lora (and its base)", path);
+        goto fail;
+    }
+    if (!lora && given) {
+        rc = av_errf(err, AV_EFORMAT, "%s: a full-model checkpoint, not a LoRA one", path);
+        goto fail;
+    }
+    if (given) {
+        m = given;
+        const tr_config *g = &m->cfg;
+        if (g->dim != c.dim || g->n_layer != c.n_layer || g->n_head != c.n_head || g->n_kv_head != c.n_kv_head ||
+            g->ffn != c.ffn || g->vocab != c.vocab) {
+            rc = av_errf(err, AV_EFORMAT, "%s: trained on a base of dim %d, %d layers, %d/%d heads, ffn %d, vocab %d; "
+                         "this base differs", path, c.dim, c.n_layer, c.n_head, c.n_kv_head, c.ffn, c.vocab);
+            goto fail;
+        }
+        m->cfg.seq_len = c.seq_len;
+    } else if ((rc = tr_model_new(&c, &m, err))) {
         char why[AV_ERR_MSG_MAX];
         snprintf(why, sizeof why, "%s", err->msg);
         rc = av_errf(err, AV_EFORMAT, "%s: metadata config: %s", path, why);
@@ -198,12 +231,18 @@ int ckpt_load(const char *path, tr_model **out, ckpt_state *s, av_err *err) {
         goto fail;
     }
     s->settings = strdup(settings);
-    if (!s->settings) { rc = av_errf(err, AV_ENOMEM, "%s: out of memory", path); goto fail; }
+    s->lora = lora ? strdup(lora) : NULL;
+    if (!s->settings || (lora && !s->lora)) {
+        rc = av_errf(err, AV_ENOMEM, "%s: out of memory", path);
+        goto fail;
+    }
     av_model_free(am);
     *out = m;
     return 0;
 fail:
-    tr_model_free(m);
+    if (m != given) tr_model_free(m);
+    free((void *)s->settings);
+    s->settings = NULL;
     av_model_free(am);
     return rc;
 }

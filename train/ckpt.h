@@ -21,16 +21,25 @@ typedef struct ckpt_state {
     unsigned char loader[CKPT_LOADER_MAX]; /* shard_loader_save blob */
     size_t loader_n;
     const char *settings; /* JSON text of the settings (save: borrowed; load: malloc'd, caller frees) */
+    const char *lora;     /* LoRA runs: JSON of the adapter settings and the base (save: borrowed;
+                           * load: malloc'd, caller frees); NULL otherwise */
 } ckpt_state;
 
 /* Save m (parameters and moments; moments allocated if absent) and s.
  * Errors: AV_EIO, AV_ENOMEM. */
 int ckpt_save(const char *path, tr_model *m, const ckpt_state *s, av_err *err);
 
-/* Load a checkpoint into a new model (*out) and s. Every tensor's name,
- * shape and dtype, the metadata and the checksum are checked first: a
- * truncated or corrupted file is AV_EFORMAT naming the file and the cause.
- * Errors: AV_EIO, AV_EFORMAT, AV_ENOMEM. */
+/* Load a checkpoint into s and a model: *out NULL on entry -> a new model
+ * from the checkpoint's config (a LoRA checkpoint is refused: it needs its
+ * base); otherwise *out is the model to fill (a LoRA model over the base,
+ * see ckpt_lora_meta), whose tensors must be exactly the file's. Every
+ * tensor's name, shape and dtype, the metadata and the checksum are checked
+ * first: a truncated or corrupted file is AV_EFORMAT naming the file and the
+ * cause. Errors: AV_EIO, AV_EFORMAT, AV_ENOMEM. */
 int ckpt_load(const char *path, tr_model **out, ckpt_state *s, av_err *err);
+
+/* The "lora" metadata of a checkpoint (malloc'd JSON, caller frees), or
+ * *json = NULL for a full-model checkpoint. Errors: the reader's. */
+int ckpt_lora_meta(const char *path, char **json, av_err *err);
 
 #endif

@@ -20,6 +20,7 @@
 #include "hf.h"
 #include "io.h"
 #include "loader.h"
+#include "lora.h"
 #include "opts.h"
 #include "progress.h"
 #include "sample.h"
@@ -41,7 +42,9 @@ typedef struct run {
     shard *train, *val;
     shard_loader *loader;
     tok *tok;
-    char *ckpt_path, *metrics_path, *gguf_path, *hf_path;
+    char *ckpt_path, *metrics_path, *gguf_path, *hf_path, *adapter_path;
+    av_loaded base; /* LoRA: the frozen base (its mmap backs the model's weights) */
+    char *lora_json; /* LoRA: settings + base for the checkpoint */
     FILE *metrics;
     int step;        /* optimizer steps done */
     uint64_t tokens; /* training tokens consumed */
@@ -93,8 +96,15 @@ static double sgemm_peak(int nt) {
     return best;
 }
 
-/* 6*N + 12*L*dim*T (PaLM appendix B); N counts matmul parameters, the head included. */
+/* 6*N + 12*L*dim*T (PaLM appendix B); N counts matmul parameters, the head
+ * included. LoRA: 4*N_base (forward, and input gradients only) + 6*N_lora. */
 static double flops_per_token(const tr_model *m) {
+    const tr_config *c = &m->cfg;
+    if (m->lora) {
+        const double E = c->dim, F = c->ffn;
+        const double base = c->n_layer * (2 * E * m->q_dim + 2 * E * m->kv_dim + 3 * E * F) + (double)c->vocab * E;
+        return 4 * base + 6 * (double)m->n_params + 12.0 * c->n_layer * c->dim * c->seq_len;
+    }
     double n = 0;
     for (int i = 0; i < m->n_tensors; i++)
         if (m->tensors[i].n_dims == 2 && (i != m->t_embd || m->cfg.tied)) n += (double)m->tensors[i].n;
@@ -157,13 +167,88 @@ done:
     return rc;
 }
 
+/* LoRA: the base (--init, or the checkpoint's), checked against the
+ * checkpoint's fingerprint when resuming; the adapter model over it. */
+static int build_lora(run *r) {
+    train_opts *o = &r->o;
+    tr_lora_config lc = { .r = o->lora_r ? o->lora_r : 8, .alpha = (float)(o->lora_alpha > 0 ? o->lora_alpha : 16),
+                          .dropout = (float)o->lora_dropout };
+    const char *targets = o->lora_targets ? o->lora_targets : "all", *base_path = o->init;
+    char *meta = NULL, fp[32] = "";
+    json_t *j = NULL;
+    int rc = 0;
+    if (o->resume) {
+        if ((rc = ckpt_lora_meta(r->ckpt_path, &meta, &r->err))) return rc;
+        if (!meta) return av_errf(&r->err, AV_EINVAL, "%s is a full-model checkpoint; resume it without --lora", r->ckpt_path);
+        json_error_t je;
+        const char *t = NULL, *b = NULL, *f = NULL;
+        double alpha = 0, drop = 0;
+        j = json_loads(meta, 0, &je);
+        if (!j || json_unpack(j, "{s:i, s:F, s:F, s:s, s:s, s:s}", "r", &lc.r, "alpha", &alpha, "dropout", &drop,
+                              "targets", &t, "base", &b, "base_fingerprint", &f)) {
+            rc = av_errf(&r->err, AV_EFORMAT, "%s: metadata \"lora\" is malformed", r->ckpt_path);
+            goto done;
+        }
+        if ((o->lora_r && o->lora_r != lc.r) || (o->lora_alpha > 0 && (float)o->lora_alpha != (float)alpha) ||
+            (o->lora_targets && strcmp(o->lora_targets, t))) {
+            rc = av_errf(&r->err, AV_EINVAL, "--lora-r/--lora-alpha/--lora-targets contradict %s (r %d, alpha %g, %s)",
+                         r->ckpt_path, lc.r, alpha, t);
+            goto done;
+        }
+        lc.alpha = (float)alpha;
+        lc.dropout = (float)drop;
+        targets = t;
+        if (!base_path) base_path = b;
+        snprintf(fp, sizeof fp, "%s", f);
+    }
+    if ((rc = tr_lora_parse_targets(targets, &lc.targets, &r->err))) goto done;
+    if ((rc = av_load(base_path, NULL, 0, &r->base, &r->err))) goto done;
+    char got[32];
+    snprintf(got, sizeof got, "%016" PRIx64, tr_lora_fingerprint(r->base.model));
+    if (fp[0] && strcmp(fp, got)) {
+        rc = av_errf(&r->err, AV_EINVAL, "%s: not the base %s was trained on (fingerprint %s, expected %s)", base_path,
+                     r->ckpt_path, got, fp);
+        goto done;
+    }
+    if ((rc = tr_lora_new(r->base.model, base_path, &lc, o->resume ? 0 : o->seq, &r->m, &r->err))) goto done;
+    if (o->resume) {
+        ckpt_state s;
+        if ((rc = ckpt_load(r->ckpt_path, &r->m, &s, &r->err))) goto done;
+        free((void *)s.settings);
+        free((void *)s.lora);
+        r->step = s.step;
+        r->tokens = s.tokens;
+        if (r->loader && (rc = shard_loader_load(r->loader, s.loader, s.loader_n, &r->err))) {
+            av_err_prefix(&r->err, r->ckpt_path);
+            goto done;
+        }
+    } else {
+        tr_lora_init(r->m, (uint64_t)o->seed);
+    }
+    char tl[160], *abs = realpath(base_path, NULL);
+    tr_lora_targets_str(lc.targets, tl, sizeof tl);
+    json_t *lj = json_pack("{s:i, s:f, s:f, s:s, s:s, s:s}", "r", lc.r, "alpha", (double)lc.alpha, "dropout",
+                           (double)lc.dropout, "targets", tl, "base", abs ? abs : base_path, "base_fingerprint", got);
+    free(abs);
+    r->lora_json = lj ? json_dumps(lj, JSON_COMPACT) : NULL;
+    json_decref(lj);
+    if (!r->lora_json) rc = av_errf(&r->err, AV_ENOMEM, "out of memory");
+done:
+    json_decref(j);
+    free(meta);
+    return rc;
+}
+
 static int build_model(run *r) {
     train_opts *o = &r->o;
     int rc;
-    if (o->resume) {
+    if (o->lora) {
+        if ((rc = build_lora(r))) return rc;
+    } else if (o->resume) {
         ckpt_state s;
         if ((rc = ckpt_load(r->ckpt_path, &r->m, &s, &r->err))) return rc;
         free((void *)s.settings);
+        free((void *)s.lora);
         r->step = s.step;
         r->tokens = s.tokens;
         if (r->loader && (rc = shard_loader_load(r->loader, s.loader, s.loader_n, &r->err)))
@@ -185,7 +270,7 @@ static int build_model(run *r) {
         if ((rc = tr_model_new(&c, &r->m, &r->err))) return rc;
         tr_init_weights(r->m, (uint64_t)o->seed);
     }
-    if (o->no_decay_embedding) r->m->tensors[r->m->t_embd].decay = 0;
+    if (o->no_decay_embedding && !o->lora) r->m->tensors[r->m->t_embd].decay = 0;
     r->m->dropout = (float)o->dropout;
     return 0;
 }
@@ -196,10 +281,11 @@ static int check_model_flags(run *r) {
     const tr_config *c = &r->m->cfg;
     const char *src = o->resume ? r->ckpt_path : o->init;
     if (!src) return 0;
+    const int seq_fixed = !(o->lora && !o->resume); /* a LoRA window may differ from the base's context */
     const struct { const char *flag; int given, have; } f[] = {
         { "--dim", o->dim, c->dim }, { "--layers", o->layers, c->n_layer }, { "--heads", o->heads, c->n_head },
         { "--kv-heads", o->kv_heads, c->n_kv_head }, { "--ffn", o->ffn, c->ffn }, { "--vocab", o->vocab, c->vocab },
-        { "--seq", o->seq, c->seq_len },
+        { "--seq", seq_fixed ? o->seq : 0, c->seq_len },
     };
     for (size_t i = 0; i < sizeof f / sizeof f[0]; i++)
         if (f[i].given && f[i].given != f[i].have)
@@ -213,7 +299,18 @@ static int validate(run *r) {
     const train_opts *o = &r->o;
     if (!o->bench && !o->data) return av_errf(&r->err, AV_EINVAL, "--data DIR is required (or --bench)");
     if (o->bench && !o->vocab && !o->init) return av_errf(&r->err, AV_EINVAL, "--bench needs --vocab N");
-    if (o->resume && o->init) return av_errf(&r->err, AV_EINVAL, "--resume and --init exclude each other");
+    if (o->resume && o->init && !o->lora)
+        return av_errf(&r->err, AV_EINVAL, "--resume and --init exclude each other (except for --lora: the base)");
+    if (o->lora && !o->init && !o->resume) return av_errf(&r->err, AV_EINVAL, "--lora needs --init BASE");
+    if (!o->lora && (o->lora_r || o->lora_alpha > 0 || o->lora_targets || o->lora_dropout > 0 || o->adapter_out))
+        return av_errf(&r->err, AV_EINVAL, "--lora-* and --adapter-out need --lora");
+    if (o->lora && (o->dim || o->layers || o->heads || o->kv_heads || o->ffn || o->untied))
+        return av_errf(&r->err, AV_EINVAL, "--lora takes the architecture from the base; drop --dim/--layers/--heads/"
+                       "--kv-heads/--ffn/--untied");
+    if (o->lora_targets) {
+        unsigned mask;
+        if (tr_lora_parse_targets(o->lora_targets, &mask, &r->err)) return AV_EINVAL;
+    }
     if (!o->init && !o->resume) {
         int dim = o->dim ? o->dim : 256, heads = o->heads ? o->heads : 8;
         int kvh = o->kv_heads ? o->kv_heads : heads;
@@ -261,8 +358,7 @@ static int validate_loss(run *r, double *out) {
     shard_loader *vl = NULL;
     int rc = shard_loader_new(r->val, (uint64_t)r->o.seed ^ 0x76616cull, &vl, &r->err);
     if (rc) return rc;
-    const float drop = r->m->dropout;
-    r->m->dropout = 0; /* evaluation: the whole network */
+    r->m->eval = 1; /* the whole network: no dropout */
     double sum = 0;
     for (int b = 0; b < r->o.eval_batches; b++) {
         float loss;
@@ -272,7 +368,7 @@ static int validate_loss(run *r, double *out) {
         sum += loss;
     }
     shard_loader_free(vl);
-    r->m->dropout = drop;
+    r->m->eval = 0;
     *out = sum / r->o.eval_batches;
     return rc;
 }
@@ -303,7 +399,7 @@ done:
 }
 
 static int save(run *r) {
-    ckpt_state s = { .step = r->step, .tokens = r->tokens, .settings = r->settings };
+    ckpt_state s = { .step = r->step, .tokens = r->tokens, .settings = r->settings, .lora = r->lora_json };
     if (r->loader) {
         s.loader_n = shard_loader_state_size();
         shard_loader_save(r->loader, s.loader);
@@ -345,6 +441,28 @@ static int export_models(run *r) {
     if (rc == AV_ENOMEM && !r->err.msg[0]) av_errf(&r->err, rc, "out of memory exporting");
     av_model_free(gm);
     av_kvs_release(&kv);
+    return rc;
+}
+
+static int ends_with(const char *s, const char *suf) {
+    size_t a = strlen(s), b = strlen(suf);
+    return a >= b && !strcmp(s + a - b, suf);
+}
+
+/* LoRA: OUT/adapter.gguf, and --adapter-out as GGUF (.gguf) or a PEFT folder. */
+static int export_adapter(run *r) {
+    av_model *ad = NULL;
+    lora_adapter *la = NULL;
+    const char *x = r->o.adapter_out;
+    int rc = tr_lora_to_adapter(r->m, &ad, &r->err);
+    if (!rc) rc = gguf_write(ad, r->adapter_path, NULL, NULL, &r->err);
+    if (!rc && x && ends_with(x, ".gguf")) rc = gguf_write(ad, x, NULL, NULL, &r->err);
+    else if (!rc && x) {
+        if (!(rc = lora_read(r->adapter_path, &la, &r->err)))
+            rc = lora_peft_write(la, x, r->m->cfg.n_head, r->m->cfg.n_kv_head, &r->err);
+    }
+    lora_free(la);
+    av_model_free(ad);
     return rc;
 }
 
@@ -455,6 +573,7 @@ int cmd_train(int argc, char **argv) {
     train_opts_defaults(&r->o);
     int p = train_opts_parse(&r->o, argc, argv, &keep);
     if (p) { code = p > 0 ? 0 : 2; goto done; }
+    train_opts_resolve(&r->o);
     train_opts *o = &r->o;
     if ((rc = validate(r))) { fprintf(stderr, PFX ": %s\n", r->err.msg); goto done; }
     code = 1;
@@ -463,8 +582,9 @@ int cmd_train(int argc, char **argv) {
     r->metrics_path = join(o->out, "metrics.jsonl");
     r->gguf_path = join(o->out, "model.gguf");
     r->hf_path = join(o->out, "hf");
+    r->adapter_path = join(o->out, "adapter.gguf");
     r->settings = train_opts_json(o);
-    if (!r->ckpt_path || !r->metrics_path || !r->gguf_path || !r->hf_path || !r->settings) {
+    if (!r->ckpt_path || !r->metrics_path || !r->gguf_path || !r->hf_path || !r->adapter_path || !r->settings) {
         fprintf(stderr, PFX ": out of memory\n");
         goto done;
     }
@@ -526,7 +646,16 @@ int cmd_train(int argc, char **argv) {
     }
     r->peak_gflops = sgemm_peak(r->nt);
     r->flops_per_token = flops_per_token(r->m);
-    if (!o->quiet && !o->bench)
+    if (!o->quiet && !o->bench && r->m->lora) {
+        const tr_lora_config *lc = tr_lora_get(r->m);
+        char tl[160];
+        tr_lora_targets_str(lc->targets, tl, sizeof tl);
+        fprintf(stderr, PFX ": LoRA r %d alpha %g%s on %s: %zu trainable parameters; base %s frozen "
+                "(dim %d, %d layers, %d/%d heads, ffn %d, vocab %d), seq %d, batch %dx%d, %d threads%s\n",
+                lc->r, (double)lc->alpha, lc->dropout > 0 ? " dropout" : "", tl, r->m->n_params, o->init ? o->init : "",
+                c->dim, c->n_layer, c->n_head, c->n_kv_head, c->ffn, c->vocab, c->seq_len, o->batch, o->accum, r->nt,
+                o->resume ? " (resumed)" : "");
+    } else if (!o->quiet && !o->bench)
         fprintf(stderr,
                 PFX ": %zu parameters (dim %d, %d layers, %d/%d heads, ffn %d, vocab %d, seq %d%s), "
                 "batch %dx%d, %d threads, sgemm peak %.0f GFLOP/s%s\n",
@@ -559,14 +688,23 @@ int cmd_train(int argc, char **argv) {
         code = 0;
         goto done;
     }
-    if ((rc = export_models(r))) { fprintf(stderr, PFX ": %s\n", r->err.msg); goto done; }
-    if (o->json) {
+    if ((rc = o->lora ? export_adapter(r) : export_models(r))) { fprintf(stderr, PFX ": %s\n", r->err.msg); goto done; }
+    if (o->json && o->lora) {
+        printf("{\"steps\":%d,\"tokens\":%" PRIu64 ",\"seconds\":%.3f,\"params\":%zu,\"checkpoint\":\"%s\","
+               "\"metrics\":\"%s\",\"adapter\":\"%s\",\"adapter_out\":%s%s%s}\n",
+               r->step, r->tokens, secs, r->m->n_params, r->ckpt_path, r->metrics_path, r->adapter_path,
+               o->adapter_out ? "\"" : "", o->adapter_out ? o->adapter_out : "null", o->adapter_out ? "\"" : "");
+    } else if (o->json) {
         printf("{\"steps\":%d,\"tokens\":%" PRIu64 ",\"seconds\":%.3f,\"params\":%zu,\"checkpoint\":\"%s\","
                "\"metrics\":\"%s\",\"gguf\":\"%s\",\"hf\":%s%s%s}\n",
                r->step, r->tokens, secs, r->m->n_params, r->ckpt_path, r->metrics_path, r->gguf_path,
                o->no_hf ? "" : "\"", o->no_hf ? "null" : r->hf_path, o->no_hf ? "" : "\"");
     }
-    if (!o->quiet)
+    if (!o->quiet && o->lora)
+        fprintf(stderr, PFX ": done, %d steps in %.1f s. Adapter: %s%s%s; metrics: %s; checkpoint: %s\n", r->step, secs,
+                r->adapter_path, o->adapter_out ? " and " : "", o->adapter_out ? o->adapter_out : "", r->metrics_path,
+                r->ckpt_path);
+    else if (!o->quiet)
         fprintf(stderr, PFX ": done, %d steps in %.1f s. Model: %s%s%s; metrics: %s; checkpoint: %s\n", r->step, secs,
                 r->gguf_path, o->no_hf ? "" : " and ", o->no_hf ? "" : r->hf_path, r->metrics_path, r->ckpt_path);
     code = 0;
@@ -578,6 +716,9 @@ done:
     shard_free(r->val);
     tok_free(r->tok);
     tr_model_free(r->m);
+    av_loaded_release(&r->base);
+    free(r->lora_json);
+    free(r->adapter_path);
     free(r->ckpt_path); free(r->metrics_path); free(r->gguf_path); free(r->hf_path);
     free(r->settings);
     json_decref(keep);

@@ -34,6 +34,12 @@ static const opt OPTS[] = {
     { "dropout", 0, O_DBL, F(dropout), 0, 0.95, "dropout on attention outputs and SwiGLU activations (default 0)" },
     { "rope-base", 0, O_DBL, F(rope_base), 1, 1e9, "RoPE base (default 10000)" },
     { "init", 0, O_STR, F(init), 0, 0, "start from MODEL (.gguf/.pt/.safetensors/HF folder/llama2.c .bin)" },
+    { "lora", 0, O_FLAG, F(lora), 0, 0, "LoRA fine-tuning of the --init base (kept frozen, any dtype incl. quantized)" },
+    { "lora-r", 0, O_INT, F(lora_r), 1, 65536, "LoRA rank (default 8)" },
+    { "lora-alpha", 0, O_DBL, F(lora_alpha), 1e-9, 1e9, "LoRA alpha; updates are scaled by alpha/r (default 16)" },
+    { "lora-targets", 0, O_STR, F(lora_targets), 0, 0, "attn_q,attn_k,attn_v,attn_output,ffn_gate,ffn_up,ffn_down (default: all; HF names too)" },
+    { "lora-dropout", 0, O_DBL, F(lora_dropout), 0, 0.95, "dropout on the LoRA inputs, as PEFT's lora_dropout (default 0)" },
+    { "adapter-out", 0, O_STR, F(adapter_out), 0, 0, "also write the adapter to X: X.gguf (llama.cpp) or a PEFT folder" },
     { "data", 0, O_STR, F(data), 0, 0, "DIR made by `anvil train prepare` (train.bin, val.bin, meta.json)" },
     { "tokenizer", 0, O_STR, F(tokenizer), 0, 0, "vocabulary for the exported GGUF (default: meta.json's)" },
     { "batch", 'b', O_INT, F(batch), 1, 1 << 16, "sequences per micro-batch (default 16)" },
@@ -42,10 +48,10 @@ static const opt OPTS[] = {
     { "min-lr", 0, O_DBL, F(min_lr), 0, 1e30, "cosine floor (default lr/10)" },
     { "warmup", 0, O_INT, F(warmup), 0, 1 << 30, "linear warmup steps (default 20)" },
     { "steps", 'n', O_INT, F(steps), 1, 1 << 30, "optimizer steps (default 1000)" },
-    { "weight-decay", 0, O_DBL, F(weight_decay), 0, 10, "AdamW decoupled decay on matrices (default 0.1)" },
+    { "weight-decay", 0, O_DBL, F(weight_decay), 0, 10, "AdamW decoupled decay on matrices (default 0.1; LoRA 0)" },
     { "no-decay-embedding", 0, O_FLAG, F(no_decay_embedding), 0, 0, "no weight decay on the token embedding (norms never decay)" },
     { "beta1", 0, O_DBL, F(beta1), 0, 0.999999, "AdamW beta1 (default 0.9)" },
-    { "beta2", 0, O_DBL, F(beta2), 0, 0.999999, "AdamW beta2 (default 0.95)" },
+    { "beta2", 0, O_DBL, F(beta2), 0, 0.999999, "AdamW beta2 (default 0.95; LoRA 0.999)" },
     { "eps", 0, O_DBL, F(eps), 0, 1, "AdamW epsilon (default 1e-8)" },
     { "clip", 0, O_DBL, F(clip), 0, 1e9, "global gradient-norm clip, 0 = off (default 1)" },
     { "seed", 0, O_I64, F(seed), 0, 9.2e18, "initialization and data order (default 1)" },
@@ -69,11 +75,16 @@ void train_opts_defaults(train_opts *o) {
     o->rope_base = 10000;
     o->batch = 16; o->accum = 1;
     o->lr = 1e-3; o->min_lr = -1; o->warmup = 20; o->steps = 1000;
-    o->weight_decay = 0.1; o->beta1 = 0.9; o->beta2 = 0.95; o->eps = 1e-8; o->clip = 1.0;
+    o->weight_decay = -1; o->beta1 = 0.9; o->beta2 = -1; /* resolved by train_opts_resolve */ o->eps = 1e-8; o->clip = 1.0;
     o->seed = 1;
     o->eval_every = 100; o->eval_batches = 20; o->ckpt_every = 200; o->log_every = -1;
     o->out = "train-out";
     o->bench_warmup = 2;
+}
+
+void train_opts_resolve(train_opts *o) {
+    if (o->weight_decay < 0) o->weight_decay = o->lora ? 0.0 : 0.1;
+    if (o->beta2 < 0) o->beta2 = o->lora ? 0.999 : 0.95;
 }
 
 void train_usage(FILE *f) {
@@ -87,6 +98,9 @@ void train_usage(FILE *f) {
             "OUT/checkpoint.safetensors (parameters, AdamW moments, step, data-loader state,\n"
             "settings; atomically, every --ckpt-every steps and on SIGINT/SIGTERM), and at the\n"
             "end OUT/model.gguf (tokenizer embedded: `anvil run OUT/model.gguf`) and OUT/hf/.\n"
+            "With --lora --init BASE: only the adapters train (A kaiming-uniform, B zero, as PEFT);\n"
+            "checkpoints hold them and their AdamW state; the end writes OUT/adapter.gguf\n"
+            "(`anvil run BASE --lora OUT/adapter.gguf`) and, with --adapter-out DIR, a PEFT folder.\n"
             "--resume continues bit-exactly (same thread count). A non-finite loss stops the run.\n"
             "\n"
             "  --config FILE       JSON object of the options below (\"kv_heads\": 4, ...); flags override\n");

@@ -13,7 +13,11 @@ typedef struct train_opts {
     int untied;
     double dropout;
     double rope_base;
-    const char *init; /* --init MODEL */
+    const char *init; /* --init MODEL (the frozen base with --lora) */
+    /* LoRA (0 / NULL = not given: the checkpoint's, or r 8, alpha 16, all seven targets) */
+    int lora, lora_r;
+    double lora_alpha, lora_dropout;
+    const char *lora_targets, *adapter_out;
     /* data */
     const char *data;      /* DIR from `anvil train prepare` */
     const char *tokenizer; /* overrides meta.json's */
@@ -42,6 +46,10 @@ void train_opts_defaults(train_opts *o);
  * (error printed to stderr with the flag or config key: exit 2). Strings
  * point into argv or into *keep (config file contents; caller frees). */
 int train_opts_parse(train_opts *o, int argc, char **argv, void **keep);
+
+/* Defaults that depend on the mode (LoRA: weight decay 0, beta2 0.999, as
+ * PEFT/HF Trainer; else 0.1 and 0.95), where not given. */
+void train_opts_resolve(train_opts *o);
 
 /* The options as a JSON object text (malloc'd), for checkpoints and --json. */
 char *train_opts_json(const train_opts *o);
