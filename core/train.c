@@ -14,6 +14,7 @@
 
 struct tr_acts {
     int B, T, nt_max;
+    int recompute; /* per-layer buffers hold one layer (slot 0); the backward recomputes it */
     size_t N;
     float *buf;       /* everything below points into buf */
     float *x;         /* [L+1][N, E]: input of each layer, x[L] feeds the final norm */
@@ -141,7 +142,7 @@ float *tr_grad(tr_model *m, int t) { return m->grads + m->tensors[t].offset; }
 
 /* ---- initialization --------------------------------------------------- */
 
-static uint64_t splitmix64(uint64_t *s) {
+uint64_t tr_splitmix64(uint64_t *s) {
     uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
     z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
@@ -149,7 +150,7 @@ static uint64_t splitmix64(uint64_t *s) {
 }
 
 static double unit_open(uint64_t *s) { /* (0, 1) */
-    return ((double)(splitmix64(s) >> 11) + 0.5) * (1.0 / 9007199254740992.0);
+    return ((double)(tr_splitmix64(s) >> 11) + 0.5) * (1.0 / 9007199254740992.0);
 }
 
 void tr_init_weights(tr_model *m, uint64_t seed) {
@@ -284,11 +285,12 @@ oom:
 /* ---- activations ------------------------------------------------------ */
 
 static int acts_plan(tr_model *m, int B, int T, av_err *err) {
-    if (m->acts && m->acts->B == B && m->acts->T == T) return 0;
+    if (m->acts && m->acts->B == B && m->acts->T == T && m->acts->recompute == m->recompute) return 0;
     acts_free(m->acts);
     m->acts = NULL;
     const tr_config *c = &m->cfg;
-    const size_t N = (size_t)B * T, L = (size_t)c->n_layer, E = (size_t)c->dim, F = (size_t)c->ffn,
+    /* L: layers whose activations are kept (1 when recomputing), x keeps every layer's input */
+    const size_t N = (size_t)B * T, L = m->recompute ? 1 : (size_t)c->n_layer, E = (size_t)c->dim, F = (size_t)c->ffn,
                  Q = (size_t)m->q_dim, KV = (size_t)m->kv_dim, V = (size_t)c->vocab,
                  H = (size_t)c->n_head, hd2 = (size_t)m->head_dim / 2;
     const int ntm = threads_max();
@@ -298,8 +300,9 @@ static int acts_plan(tr_model *m, int B, int T, av_err *err) {
     a->T = T;
     a->N = N;
     a->nt_max = ntm;
+    a->recompute = m->recompute;
     struct { float **p; size_t n; } plan[] = {
-        {&a->x, (L + 1) * N * E}, {&a->xmid, L * N * E}, {&a->xn1, L * N * E},
+        {&a->x, ((size_t)c->n_layer + 1) * N * E}, {&a->xmid, L * N * E}, {&a->xn1, L * N * E},
         {&a->xn2, L * N * E}, {&a->rstd1, L * N}, {&a->rstd2, L * N}, {&a->q, L * N * Q},
         {&a->k, L * N * KV}, {&a->v, L * N * KV}, {&a->atty, L * N * Q},
         {&a->P, L * B * H * T * 2}, {&a->hg, L * N * F}, {&a->hu, L * N * F},
@@ -409,6 +412,51 @@ static void lin_bwd(tr_model *m, int l, int slot, float *dX, int acc, const floa
     tr_matmul_bwd_scaled(dX, acc, tr_grad(m, t), dY, X, tr_param(m, t), N, In, O, alpha, nt);
 }
 
+/* One block's forward from x[l] to x[l+1], its activations in slot l (slot 0
+ * when recomputing). Deterministic, so the backward's recomputation gives
+ * the forward's bits (dropout masks are a hash of the key). */
+static void layer_fwd(tr_model *m, int l, int drop, int nt, int ntm) {
+    const tr_config *c = &m->cfg;
+    tr_acts *a = m->acts;
+    const size_t N = a->N, ls = a->recompute ? 0 : (size_t)l;
+    const int B = a->B, T = a->T, E = c->dim, F = c->ffn, Q = m->q_dim, KV = m->kv_dim, hd = m->head_dim, H = c->n_head,
+              KVH = c->n_kv_head;
+    PROF_START;
+    float *x = a->x + l * N * E, *xmid = a->xmid + ls * N * E, *xout = a->x + (l + 1) * N * E;
+    float *xn1 = a->xn1 + ls * N * E, *xn2 = a->xn2 + ls * N * E;
+    float *q = a->q + ls * N * Q, *k = a->k + ls * N * KV, *v = a->v + ls * N * KV;
+    float *atty = a->atty + ls * N * Q, *P = a->P + ls * (size_t)B * H * T * 2;
+    float *hg = a->hg + ls * N * F, *hu = a->hu + ls * N * F, *hh = a->hh + ls * N * F;
+
+    tr_rmsnorm_fwd(xn1, a->rstd1 + ls * N, x, norm_w(m, l, TR_ATTN_NORM), (int)N, E, c->eps, nt);
+    PROF(P_NORM);
+    lin_fwd(m, l, TR_WQ, q, 0, xn1, (int)N, E, Q, nt);
+    lin_fwd(m, l, TR_WK, k, 0, xn1, (int)N, E, KV, nt);
+    lin_fwd(m, l, TR_WV, v, 0, xn1, (int)N, E, KV, nt);
+    PROF(P_QKV);
+    tr_rope_fwd(q, (int)N, T, H, hd, a->cos_t, a->sin_t, c->rope_mode, nt);
+    tr_rope_fwd(k, (int)N, T, KVH, hd, a->cos_t, a->sin_t, c->rope_mode, nt);
+    PROF(P_ROPE);
+    tr_attention_fwd(atty, P, q, k, v, B, T, H, KVH, hd, a->att_scratch, ntm);
+    PROF(P_ATT);
+    if (drop) dropout_apply(atty, N * Q, m->dropout_key, l, 0, m->dropout, nt);
+    memcpy(xmid, x, N * E * sizeof(float)); /* residual: xmid = x + atty Wo^T */
+    lin_fwd(m, l, TR_WO, xmid, 1, atty, (int)N, Q, E, nt);
+    PROF(P_WO);
+
+    tr_rmsnorm_fwd(xn2, a->rstd2 + ls * N, xmid, norm_w(m, l, TR_FFN_NORM), (int)N, E, c->eps, nt);
+    PROF(P_NORM);
+    lin_fwd(m, l, TR_W_GATE, hg, 0, xn2, (int)N, E, F, nt);
+    lin_fwd(m, l, TR_W_UP, hu, 0, xn2, (int)N, E, F, nt);
+    PROF(P_FFN);
+    tr_swiglu_fwd(hh, hg, hu, N * F, nt);
+    PROF(P_SWIGLU);
+    if (drop) dropout_apply(hh, N * F, m->dropout_key, l, 1, m->dropout, nt);
+    memcpy(xout, xmid, N * E * sizeof(float));
+    lin_fwd(m, l, TR_W_DOWN, xout, 1, hh, (int)N, F, E, nt);
+    PROF(P_FFN);
+}
+
 int tr_forward(tr_model *m, const int32_t *inputs, const int32_t *targets, int B, int T,
                float *loss, float *logits, int n_threads, av_err *err) {
     const tr_config *c = &m->cfg;
@@ -426,8 +474,7 @@ int tr_forward(tr_model *m, const int32_t *inputs, const int32_t *targets, int B
     if (rc) return rc;
     tr_acts *a = m->acts;
     const int nt = nthreads(n_threads), ntm = nt < a->nt_max ? nt : a->nt_max;
-    const int E = c->dim, F = c->ffn, V = c->vocab, Q = m->q_dim, KV = m->kv_dim,
-              hd = m->head_dim, H = c->n_head, KVH = c->n_kv_head;
+    const int E = c->dim, V = c->vocab;
     memcpy(a->inputs, inputs, N * sizeof(int32_t));
     a->have_targets = 0;
     const int drop = targets && !m->eval && m->dropout > 0;
@@ -437,41 +484,7 @@ int tr_forward(tr_model *m, const int32_t *inputs, const int32_t *targets, int B
     if (m->lora) tr_lora_embed(m, a->x, inputs, (int)N);
     else tr_embedding_fwd(a->x, tr_param(m, m->t_embd), inputs, (int)N, E);
     PROF(P_EMB);
-    for (int l = 0; l < c->n_layer; l++) {
-        float *x = a->x + l * N * E, *xmid = a->xmid + l * N * E, *xout = a->x + (l + 1) * N * E;
-        float *xn1 = a->xn1 + l * N * E, *xn2 = a->xn2 + l * N * E;
-        float *q = a->q + l * N * Q, *k = a->k + l * N * KV, *v = a->v + l * N * KV;
-        float *atty = a->atty + l * N * Q, *P = a->P + (size_t)l * B * H * T * 2;
-        float *hg = a->hg + l * N * F, *hu = a->hu + l * N * F, *hh = a->hh + l * N * F;
-
-        tr_rmsnorm_fwd(xn1, a->rstd1 + l * N, x, norm_w(m, l, TR_ATTN_NORM), (int)N, E, c->eps, nt);
-        PROF(P_NORM);
-        lin_fwd(m, l, TR_WQ, q, 0, xn1, (int)N, E, Q, nt);
-        lin_fwd(m, l, TR_WK, k, 0, xn1, (int)N, E, KV, nt);
-        lin_fwd(m, l, TR_WV, v, 0, xn1, (int)N, E, KV, nt);
-        PROF(P_QKV);
-        tr_rope_fwd(q, (int)N, T, H, hd, a->cos_t, a->sin_t, c->rope_mode, nt);
-        tr_rope_fwd(k, (int)N, T, KVH, hd, a->cos_t, a->sin_t, c->rope_mode, nt);
-        PROF(P_ROPE);
-        tr_attention_fwd(atty, P, q, k, v, B, T, H, KVH, hd, a->att_scratch, ntm);
-        PROF(P_ATT);
-        if (drop) dropout_apply(atty, N * Q, m->dropout_key, l, 0, m->dropout, nt);
-        memcpy(xmid, x, N * E * sizeof(float)); /* residual: xmid = x + atty Wo^T */
-        lin_fwd(m, l, TR_WO, xmid, 1, atty, (int)N, Q, E, nt);
-        PROF(P_WO);
-
-        tr_rmsnorm_fwd(xn2, a->rstd2 + l * N, xmid, norm_w(m, l, TR_FFN_NORM), (int)N, E, c->eps, nt);
-        PROF(P_NORM);
-        lin_fwd(m, l, TR_W_GATE, hg, 0, xn2, (int)N, E, F, nt);
-        lin_fwd(m, l, TR_W_UP, hu, 0, xn2, (int)N, E, F, nt);
-        PROF(P_FFN);
-        tr_swiglu_fwd(hh, hg, hu, N * F, nt);
-        PROF(P_SWIGLU);
-        if (drop) dropout_apply(hh, N * F, m->dropout_key, l, 1, m->dropout, nt);
-        memcpy(xout, xmid, N * E * sizeof(float));
-        lin_fwd(m, l, TR_W_DOWN, xout, 1, hh, (int)N, F, E, nt);
-        PROF(P_FFN);
-    }
+    for (int l = 0; l < c->n_layer; l++) layer_fwd(m, l, drop, nt, ntm);
     tr_rmsnorm_fwd(a->xnf, a->rstdf, a->x + (size_t)c->n_layer * N * E, norm_w(m, -1, 0), (int)N, E, c->eps,
                    nt);
     PROF(P_NORM);
@@ -510,11 +523,14 @@ int tr_backward(tr_model *m, float loss_scale, int n_threads, av_err *err) {
                        a->rstdf, (int)N, E, nt);
     PROF(P_NORM_B);
     for (int l = c->n_layer - 1; l >= 0; l--) {
-        float *x = a->x + l * N * E, *xmid = a->xmid + l * N * E;
-        float *xn1 = a->xn1 + l * N * E, *xn2 = a->xn2 + l * N * E;
-        float *q = a->q + l * N * Q, *k = a->k + l * N * KV, *v = a->v + l * N * KV;
-        float *atty = a->atty + l * N * Q, *P = a->P + (size_t)l * B * H * T * 2;
-        float *hg = a->hg + l * N * F, *hu = a->hu + l * N * F, *hh = a->hh + l * N * F;
+        /* recomputing: slot 0 still holds the last block from the forward */
+        if (a->recompute && l < c->n_layer - 1) layer_fwd(m, l, a->dropped, nt, ntm);
+        const size_t ls = a->recompute ? 0 : (size_t)l;
+        float *x = a->x + l * N * E, *xmid = a->xmid + ls * N * E;
+        float *xn1 = a->xn1 + ls * N * E, *xn2 = a->xn2 + ls * N * E;
+        float *q = a->q + ls * N * Q, *k = a->k + ls * N * KV, *v = a->v + ls * N * KV;
+        float *atty = a->atty + ls * N * Q, *P = a->P + ls * (size_t)B * H * T * 2;
+        float *hg = a->hg + ls * N * F, *hu = a->hu + ls * N * F, *hh = a->hh + ls * N * F;
         /* x_out = xmid + hh Wd^T; hh = silu(hg) * hu; hg|hu = xn2 Wg|Wu^T */
         lin_bwd(m, l, TR_W_DOWN, a->dhh, 0, a->dx, hh, (int)N, F, E, 1.0f, nt);
         PROF(P_FFN_B);
@@ -525,7 +541,7 @@ int tr_backward(tr_model *m, float loss_scale, int n_threads, av_err *err) {
         lin_bwd(m, l, TR_W_UP, a->dxn, 1, a->dhu, xn2, (int)N, E, F, 1.0f, nt);
         PROF(P_FFN_B);
         tr_rmsnorm_bwd_acc(a->dx, norm_g(m, l, TR_FFN_NORM), a->dxn, xmid, norm_w(m, l, TR_FFN_NORM),
-                           a->rstd2 + l * N, (int)N, E, nt);
+                           a->rstd2 + ls * N, (int)N, E, nt);
         PROF(P_NORM_B);
         /* xmid = x + atty Wo^T; atty = attention(rope(xn1 Wq^T), rope(xn1 Wk^T), xn1 Wv^T) */
         lin_bwd(m, l, TR_WO, a->datt, 0, a->dx, atty, (int)N, Q, E, 1.0f, nt);
@@ -542,7 +558,7 @@ int tr_backward(tr_model *m, float loss_scale, int n_threads, av_err *err) {
         lin_bwd(m, l, TR_WV, a->dxn, 1, a->dv, xn1, (int)N, E, KV, 1.0f, nt);
         PROF(P_QKV_B);
         tr_rmsnorm_bwd_acc(a->dx, norm_g(m, l, TR_ATTN_NORM), a->dxn, x, norm_w(m, l, TR_ATTN_NORM),
-                           a->rstd1 + l * N, (int)N, E, nt);
+                           a->rstd1 + ls * N, (int)N, E, nt);
         PROF(P_NORM_B);
     }
     if (!m->lora) tr_embedding_bwd(tr_grad(m, m->t_embd), a->dx, a->inputs, (int)N, E);

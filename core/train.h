@@ -65,6 +65,10 @@ typedef struct tr_model {
     float dropout;
     uint64_t dropout_key;
     int eval; /* 1: no dropout (model's or LoRA's) even in a forward with targets */
+    /* 1: keep only each block's input and recompute the block in the backward
+     * (activation checkpointing): activations of one block instead of all,
+     * for one more forward pass; results bit-identical. */
+    int recompute;
     /* LoRA (tr_lora_new): the base is frozen and read in place from its
      * model (any dtype); params/grads/m/v hold only the adapters' A and B.
      * NULL: full training. Private (core/train_lora.c). */
@@ -271,6 +275,8 @@ void tr_xent_bwd(float *probs, const int32_t *targets, int N, int V, float scale
  * single-threaded sgemm). */
 void tr_sgemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
               const float *B, int ldb, float beta, float *C, int ldc, int nt);
+/* The seeded stream of the initializations (splitmix64). */
+uint64_t tr_splitmix64(uint64_t *state);
 /* LoRA internals called by tr_forward / tr_backward (train_lora.c). */
 struct tr_lora;
 void tr_lora_free(struct tr_lora *lo);

@@ -328,13 +328,6 @@ void tr_lora_linear_bwd(tr_model *m, int layer, int slot, float *dX, int acc, co
 
 /* ---- init, adapters ----------------------------------------------------- */
 
-static uint64_t splitmix64(uint64_t *s) {
-    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
 void tr_lora_init(tr_model *m, uint64_t seed) {
     for (int i = 0; i < m->n_tensors; i++) {
         const tr_tensor *t = &m->tensors[i];
@@ -348,7 +341,7 @@ void tr_lora_init(tr_model *m, uint64_t seed) {
         const double bound = 1.0 / sqrt((double)t->shape[1]);
         uint64_t s = seed ^ (0xD1B54A32D192ED03ull * (uint64_t)(i + 1));
         for (size_t j = 0; j < t->n; j++) {
-            const double u = (double)(splitmix64(&s) >> 11) * (1.0 / 9007199254740992.0);
+            const double u = (double)(tr_splitmix64(&s) >> 11) * (1.0 / 9007199254740992.0);
             p[j] = (float)((2.0 * u - 1.0) * bound);
         }
     }

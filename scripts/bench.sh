@@ -223,3 +223,6 @@ bash "$(dirname "$0")/bench_eval.sh" "$BIN"
 
 # anvil train --bench vs a PyTorch peer: training tokens/s and MFU (issue: anvil train)
 bash "$(dirname "$0")/bench_train.sh" "$BIN"
+
+# anvil train --lora vs a PyTorch LoRA peer; peak RSS on a quantized base (issue: LoRA)
+bash "$(dirname "$0")/bench_lora.sh" "$BIN"

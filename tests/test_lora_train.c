@@ -369,3 +369,42 @@ Test(lora_train, one_step_matches_pytorch) {
     av_model_free(src);
     av_model_free(fx);
 }
+
+/* --recompute (activation checkpointing) changes memory, not results: the
+ * loss and every gradient are bit-identical, for full training with dropout
+ * and for LoRA with LoRA dropout. */
+static void recompute_case(int lora) {
+    av_model *src = load_260k();
+    av_err e = {0};
+    tr_model *m[2] = {NULL, NULL};
+    tr_lora_config lc = {.r = 8, .alpha = 16, .dropout = 0.2f, .targets = ALL_TARGETS};
+    for (int k = 0; k < 2; k++) {
+        if (lora) {
+            cr_assert_eq(tr_lora_new(src, "260K", &lc, 0, &m[k], &e), 0, "%s", e.msg);
+            fill_rand(m[k], 13, 0.05f);
+        } else {
+            cr_assert_eq(tr_model_from_model(src, "260K", &m[k], &e), 0, "%s", e.msg);
+            m[k]->dropout = 0.1f;
+        }
+        m[k]->dropout_key = 99;
+        m[k]->recompute = k;
+    }
+    enum { B = 3, T = 40 };
+    int32_t in[B * T], tg[B * T];
+    batch(in, tg, B * T, 512, 17);
+    float l[2];
+    for (int k = 0; k < 2; k++) {
+        tr_zero_grad(m[k]);
+        cr_assert_eq(tr_forward(m[k], in, tg, B, T, &l[k], NULL, 2, &e), 0, "%s", e.msg);
+        cr_assert_eq(tr_backward(m[k], 0.5f, 2, &e), 0, "%s", e.msg);
+    }
+    cr_expect_eq(l[0], l[1]);
+    cr_expect_eq(memcmp(m[0]->grads, m[1]->grads, m[0]->n_params * sizeof(float)), 0, "gradients differ");
+    cr_expect(max_abs(m[0]->grads, m[0]->n_params) > 0);
+    tr_model_free(m[0]);
+    tr_model_free(m[1]);
+    av_model_free(src);
+}
+
+Test(lora_train, recompute_is_bit_identical_full) { recompute_case(0); }
+Test(lora_train, recompute_is_bit_identical_lora) { recompute_case(1); }

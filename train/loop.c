@@ -272,6 +272,7 @@ static int build_model(run *r) {
     }
     if (o->no_decay_embedding && !o->lora) r->m->tensors[r->m->t_embd].decay = 0;
     r->m->dropout = (float)o->dropout;
+    r->m->recompute = o->recompute;
     return 0;
 }
 
@@ -555,14 +556,36 @@ static int train_steps(run *r, int *stopped) {
     return 0;
 }
 
+/* Peak resident memory (VmHWM, MB) since the last reset_peak_rss, -1 when unknown. */
+static double peak_rss_mb(void) {
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    double kb = -1;
+    while (f && fgets(line, sizeof line, f))
+        if (!strncmp(line, "VmHWM:", 6)) kb = strtod(line + 6, NULL);
+    if (f) fclose(f);
+    return kb < 0 ? -1 : kb / 1024;
+}
+
+/* Restart VmHWM from the current RSS (Linux >= 4.0), so the sgemm peak
+ * probe's buffers do not count as the training's memory. */
+static void reset_peak_rss(void) {
+    FILE *f = fopen("/proc/self/clear_refs", "w");
+    if (f) {
+        fputs("5", f);
+        fclose(f);
+    }
+}
+
 static int bench_report(run *r, double secs, int steps) {
     const train_opts *o = &r->o;
     double tok = (double)o->batch * r->m->cfg.seq_len * o->accum * steps;
     double tps = tok / secs, gf = tps * r->flops_per_token / 1e9;
     printf("{\"tokens_per_s\":%.1f,\"mfu\":%.4f,\"peak_gflops\":%.2f,\"flops_per_token\":%.0f,\"gflops\":%.2f,"
-           "\"params\":%zu,\"threads\":%d,\"batch\":%d,\"seq\":%d,\"steps\":%d,\"step_s\":%.4f}\n",
+           "\"params\":%zu,\"threads\":%d,\"batch\":%d,\"seq\":%d,\"steps\":%d,\"step_s\":%.4f,"
+           "\"peak_rss_mb\":%.1f,\"lora\":%s}\n",
            tps, gf / r->peak_gflops, r->peak_gflops, r->flops_per_token, gf, r->m->n_params, r->nt, o->batch,
-           r->m->cfg.seq_len, steps, secs / steps);
+           r->m->cfg.seq_len, steps, secs / steps, peak_rss_mb(), r->m->lora ? "true" : "false");
     return 0;
 }
 
@@ -645,6 +668,7 @@ int cmd_train(int argc, char **argv) {
         if (!r->metrics) { fprintf(stderr, PFX ": %s: %s\n", r->metrics_path, strerror(errno)); goto done; }
     }
     r->peak_gflops = sgemm_peak(r->nt);
+    reset_peak_rss();
     r->flops_per_token = flops_per_token(r->m);
     if (!o->quiet && !o->bench && r->m->lora) {
         const tr_lora_config *lc = tr_lora_get(r->m);

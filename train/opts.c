@@ -62,6 +62,7 @@ static const opt OPTS[] = {
     { "resume", 0, O_FLAG, F(resume), 0, 0, "continue from OUT/checkpoint.safetensors" },
     { "no-hf", 0, O_FLAG, F(no_hf), 0, 0, "do not export OUT/hf (HF folder)" },
     { "output", 'o', O_STR, F(out), 0, 0, "output DIR (default train-out)" },
+    { "recompute", 0, O_FLAG, F(recompute), 0, 0, "keep one block's activations, recompute in the backward (less memory, ~1 more forward)" },
     { "threads", 't', O_INT, F(threads), 0, 1024, "threads, 0 = all cores (default 0)" },
     { "json", 0, O_FLAG, F(json), 0, 0, "print the summary as JSON on stdout" },
     { "quiet", 'q', O_FLAG, F(quiet), 0, 0, "no progress output" },

@@ -34,6 +34,7 @@ typedef struct train_opts {
     const char *out; /* -o DIR */
     /* run */
     int threads, json, quiet;
+    int recompute;
     int bench, bench_warmup;
     const char *config; /* --config FILE (for messages) */
 } train_opts;
