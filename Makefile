@@ -12,7 +12,10 @@ PREFIX  ?= /usr/local
 ARCH    := $(if $(PORTABLE),-mavx2 -mf16c -mfma,-march=native)
 CFLAGS  ?= -O2 -g
 CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -fopenmp $(ARCH) -Icore -MMD -MP
-LDLIBS  := -ljansson -lpcre2-8 -larchive -lzstd -lopenblas -lm -fopenmp
+LDLIBS  := -ljansson -lpcre2-8 -larchive -lzstd -lopenblas -lprotobuf-c -lm -fopenmp
+# ONNX: C generated at build time by protoc-c from the onnx.proto Debian ships
+# (libonnx-dev, or python3-onnx's copy); never committed
+ONNX_PROTO ?= $(firstword $(wildcard /usr/include/onnx/onnx.proto /usr/lib/python3/dist-packages/onnx/onnx.proto))
 
 ifeq ($(SAN),1)
   BUILD   := build-san
@@ -24,9 +27,12 @@ else
   BIN     := bin
 endif
 
+GEN        := $(BUILD)/gen
+CFLAGS     += -I$(GEN)
+
 TOOLS      := convert info tokenizer run eval quantize train lora
 CORE_SRC   := $(wildcard core/*.c)
-CORE_OBJ   := $(CORE_SRC:%.c=$(BUILD)/%.o)
+CORE_OBJ   := $(CORE_SRC:%.c=$(BUILD)/%.o) $(GEN)/onnx.pb-c.o
 LIB        := $(BUILD)/libanvil.a
 TEST_SRC   := $(wildcard tests/test_*.c)
 TEST_BIN   := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
@@ -40,6 +46,18 @@ all: $(TOOL_BINS)
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
+
+# onnx.pb-c.{c,h}: one protoc-c run makes both (the .h hangs off the .c)
+%/gen/onnx.pb-c.c: $(ONNX_PROTO)
+	@test -n "$(ONNX_PROTO)" || { echo "onnx.proto not found: run scripts/deps.sh (libonnx-dev)" >&2; exit 1; }
+	@mkdir -p $(@D)
+	protoc-c --proto_path=$(dir $(ONNX_PROTO)) --c_out=$(@D) $(notdir $(ONNX_PROTO))
+%/gen/onnx.pb-c.h: %/gen/onnx.pb-c.c ;
+.PRECIOUS: %/gen/onnx.pb-c.c %/gen/onnx.pb-c.h
+$(GEN)/onnx.pb-c.o: $(GEN)/onnx.pb-c.c $(GEN)/onnx.pb-c.h
+	$(CC) $(CFLAGS) -c $< -o $@
+# first build: readers of the generated header wait for it (.d files take over after)
+$(filter $(BUILD)/core/onnx%.o,$(CORE_OBJ)) $(BUILD)/info/main.o $(BUILD)/convert/main.o: | $(GEN)/onnx.pb-c.h
 
 $(LIB): $(CORE_OBJ)
 	@rm -f $@
@@ -73,11 +91,11 @@ bench: all
 	@bash scripts/bench.sh $(BIN)
 
 # libFuzzer: clang, ASan+UBSan, one binary per target, corpus in tests/fuzz/corpus/<target>
-fuzz:
+fuzz: build-fuzz/gen/onnx.pb-c.c
 	@mkdir -p build-fuzz
 	@set -e; for f in $(FUZZ_SRC); do n=$$(basename $$f .c); \
-	  clang -std=c11 -D_GNU_SOURCE -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -Icore \
-	    $$f $(CORE_SRC) -o build-fuzz/$$n -ljansson -lpcre2-8 -larchive -lzstd -lopenblas -lm -fopenmp; \
+	  clang -std=c11 -D_GNU_SOURCE -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -Icore -Ibuild-fuzz/gen \
+	    $$f $(CORE_SRC) build-fuzz/gen/onnx.pb-c.c -o build-fuzz/$$n -ljansson -lpcre2-8 -larchive -lzstd -lopenblas -lprotobuf-c -lm -fopenmp; \
 	  mkdir -p build-fuzz/corpus-$$n; cp -n tests/fuzz/corpus/$${n#fuzz_}/* build-fuzz/corpus-$$n/ 2>/dev/null || true; \
 	  echo "== $$n for $(FUZZ_SECONDS)s"; \
 	  ./build-fuzz/$$n -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 -max_len=65536 \

@@ -12,6 +12,7 @@
 #include "hf.h"
 #include "lora.h"
 #include "llama2c.h"
+#include "onnx.h"
 #include "progress.h"
 #include "safetensors.h"
 #include "stream.h"
@@ -21,12 +22,14 @@
 static void usage(FILE *f) {
     fprintf(f,
             "usage: anvil convert IN OUT [--outtype f32|f16|bf16] [--tokenizer FILE] [--config FILE]\n"
-            "                            [--key K] [--hf-folder] [--json] [-q]\n"
+            "                            [--key K] [--hf-folder] [--opset N] [--kv-cache] [--external-data]\n"
+            "                            [--json] [-q]\n"
             "\n"
             "Convert a model between formats, chosen by file extension:\n"
             "  IN:  .gguf, .safetensors, model.safetensors.index.json, HF folder, llama2.c .bin,\n"
-            "       PyTorch .pt/.pth/.bin (torch.save zip or legacy)\n"
-            "  OUT: .gguf, .safetensors, .pt/.pth (torch.save zip), HF folder (OUT ending in '/',\n"
+            "       PyTorch .pt/.pth/.bin (torch.save zip or legacy), .onnx (Llama decoder graphs:\n"
+            "       anvil's export or torch.onnx.export of HF Llama)\n"
+            "  OUT: .gguf, .safetensors, .pt/.pth (torch.save zip), .onnx (Llama decoder graph), HF folder (OUT ending in '/',\n"
             "       an existing empty folder, or --hf-folder): config.json, model.safetensors, tokenizer.json\n"
             "\n"
             "  --outtype T        store weight matrices as f32, f16 or bf16 (round to nearest even);\n"
@@ -38,6 +41,9 @@ static void usage(FILE *f) {
             "                     head counts of the q/k permutation (or --config with the HF config)\n"
             "  --key K            PyTorch input: the state dict inside a checkpoint dict (\"model\", \"model.ema\")\n"
             "  --hf-folder        OUT is an HF folder whatever its name\n"
+            "  --opset N          .onnx output: ai.onnx opset (default 17)\n"
+            "  --kv-cache         .onnx output: past_key_values.N.key/value inputs, present.N.key/value outputs\n"
+            "  --external-data    .onnx output: weights in OUT.data beside it (always past 2 GB)\n"
             "  --json             print a JSON summary on stdout\n"
             "  -q, --quiet        no progress output\n"
             "  -h, --help\n"
@@ -65,8 +71,8 @@ static int apply_outtype(av_model *m, av_dtype t, const char *in, av_err *err) {
     return 0;
 }
 
-enum { OUT_GGUF, OUT_ST, OUT_PT, OUT_HF };
-static const char *out_names[] = { "gguf", "safetensors", "pytorch", "hf-folder" };
+enum { OUT_GGUF, OUT_ST, OUT_PT, OUT_HF, OUT_ONNX };
+static const char *out_names[] = { "gguf", "safetensors", "pytorch", "hf-folder", "onnx" };
 
 static int is_dir(const char *p) {
     struct stat st;
@@ -131,12 +137,22 @@ static int convert_adapter(const char *in, const char *out, const char *base, co
 int main(int argc, char **argv) {
     const char *in = NULL, *out = NULL, *tokf = NULL, *outtype = NULL, *config = NULL, *key = NULL, *base = NULL;
     int as_json = 0, quiet = 0, hf_folder = 0;
+    onnx_write_opts oo = { 0 };
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(stdout); return 0; }
         else if (!strcmp(a, "--json")) as_json = 1;
         else if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) quiet = 1;
         else if (!strcmp(a, "--hf-folder")) hf_folder = 1;
+        else if (!strcmp(a, "--kv-cache")) oo.kv_cache = 1;
+        else if (!strcmp(a, "--external-data")) oo.external = 1;
+        else if (!strcmp(a, "--opset")) {
+            if (i + 1 >= argc || av_parse_int(argv[i + 1], 13, ONNX_MAX_OPSET, &oo.opset)) {
+                fprintf(stderr, "anvil convert: --opset needs a number from 13 to %d\n", ONNX_MAX_OPSET);
+                return 2;
+            }
+            i++;
+        }
         else if (!strcmp(a, "--tokenizer") || !strcmp(a, "--outtype") || !strcmp(a, "--config") || !strcmp(a, "--key") ||
                  !strcmp(a, "--base")) {
             if (i + 1 >= argc) { fprintf(stderr, "anvil convert: %s needs a value\n", a); usage(stderr); return 2; }
@@ -172,9 +188,10 @@ int main(int argc, char **argv) {
     int kind = hf_folder || (ol && out[ol - 1] == '/') || is_dir(out) ? OUT_HF
              : av_has_ext(out, ".gguf") ? OUT_GGUF
              : av_has_ext(out, ".safetensors") ? OUT_ST
+             : av_has_ext(out, ".onnx") ? OUT_ONNX
              : av_has_ext(out, ".pt") || av_has_ext(out, ".pth") ? OUT_PT : -1;
     if (kind < 0) {
-        fprintf(stderr, "anvil convert: cannot tell the output format of '%s' (use .gguf, .safetensors, .pt, .pth or a folder/)\n", out);
+        fprintf(stderr, "anvil convert: cannot tell the output format of '%s' (use .gguf, .safetensors, .pt, .pth, .onnx or a folder/)\n", out);
         return 2;
     }
     av_format in_fmt = av_detect_format(in);
@@ -205,7 +222,12 @@ int main(int argc, char **argv) {
     if (tokf && in_fmt != AV_FMT_LLAMA2C && (rc = embed_tokenizer(m, tokf, &err))) goto fail;
 
     /* HF names -> GGUF names and layout (for GGUF and HF-folder outputs, or when --config says so) */
-    if (hf_is_llama(m) && (kind == OUT_GGUF || kind == OUT_HF || config)) {
+    if ((oo.opset || oo.kv_cache || oo.external) && kind != OUT_ONNX) {
+        fprintf(stderr, "anvil convert: --opset, --kv-cache and --external-data apply to .onnx output only\n");
+        av_model_free(m);
+        return 2;
+    }
+    if (hf_is_llama(m) && (kind == OUT_GGUF || kind == OUT_HF || kind == OUT_ONNX || config)) {
         if (!config) {
             char dir[4096], cfg[4200];
             folder_of(in, dir, sizeof dir);
@@ -248,6 +270,10 @@ int main(int argc, char **argv) {
     case OUT_GGUF: rc = gguf_write(m, out, cv_stream_progress, &cs, &err); break;
     case OUT_ST: rc = st_write(m, out, cv_stream_progress, &cs, &err); break;
     case OUT_PT: rc = pt_write(m, out, cv_stream_progress, &cs, &err); break;
+    case OUT_ONNX:
+        for (size_t i = 0; i < q.n && !rc; i++) rc = hf_perm_apply(m, &q.v[i], &err); /* whole model at once */
+        if (!rc) rc = onnx_write(m, out, &oo, &err);
+        break;
     default: rc = hf_write_folder(m, out, cv_stream_progress, &cs, &hfi, &err); break;
     }
     if (rc) goto fail;

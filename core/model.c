@@ -8,6 +8,7 @@
 
 #include "gguf.h"
 #include "llama2c.h"
+#include "onnx.h"
 #include "safetensors.h"
 #include "torchpt.h"
 
@@ -180,7 +181,7 @@ int av_model_read(const char *path, av_model **out, av_err *err) {
     case AV_FMT_SAFETENSORS: return st_read(path, out, err);
     case AV_FMT_LLAMA2C: return l2c_read(path, NULL, out, err);
     case AV_FMT_TORCH: return pt_read(path, NULL, out, err);
-    case AV_FMT_ONNX: return av_errf(err, AV_EUNSUPPORTED, "%s: ONNX files are not supported yet", path);
+    case AV_FMT_ONNX: return onnx_read(path, out, err);
     default: return av_errf(err, AV_EUNSUPPORTED, "%s: unknown model format (expected .gguf, .safetensors, PyTorch .pt/.pth/.bin or llama2.c .bin)", path);
     }
 }

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "model.h"
+#include "onnx.h"
 
 #define ARRAY_SHOW 8 /* elements shown of a long array without --all */
 
@@ -15,7 +16,8 @@ static void usage(FILE *f) {
             "\n"
             "Print a model file's format, metadata and tensor table (name, dtype, shape,\n"
             "offset, bytes) and its total parameter count. FILE: .gguf, .safetensors,\n"
-            "model.safetensors.index.json, an HF model folder, or a llama2.c .bin.\n"
+            "model.safetensors.index.json, an HF model folder, a llama2.c .bin, PyTorch .pt,\n"
+            "or .onnx (IR version, opsets, inputs/outputs, initializers, op histogram).\n"
             "\n"
             "  --json   one JSON object on stdout instead of text\n"
             "  --all    print long arrays (vocabularies) in full\n"
@@ -177,6 +179,86 @@ static int print_json(const char *path, const av_model *m, int all) {
     return rc;
 }
 
+/* ---- ONNX: the graph's own description (onnx_describe) ---- */
+
+static void print_dims(json_t *shape) {
+    size_t i;
+    json_t *d;
+    putchar('[');
+    json_array_foreach(shape, i, d) {
+        if (i) fputs(", ", stdout);
+        if (json_is_integer(d)) printf("%lld", (long long)json_integer_value(d));
+        else fputs(json_string_value(d), stdout);
+    }
+    putchar(']');
+}
+
+static void print_onnx_text(const char *path, json_t *j) {
+    size_t i;
+    json_t *e;
+    const char *k;
+    printf("file:     %s\n", path);
+    printf("format:   onnx, IR version %lld, producer %s\n", (long long)json_integer_value(json_object_get(j, "ir_version")),
+           json_string_value(json_object_get(j, "producer")));
+    fputs("opsets:  ", stdout);
+    json_array_foreach(json_object_get(j, "opsets"), i, e)
+        printf(" %s %lld", json_string_value(json_object_get(e, "domain")), (long long)json_integer_value(json_object_get(e, "version")));
+    putchar('\n');
+    static const char *io[2] = { "inputs", "outputs" };
+    for (int s = 0; s < 2; s++) {
+        printf("%s:%s %zu\n", io[s], s ? " " : "  ", json_array_size(json_object_get(j, io[s])));
+        json_array_foreach(json_object_get(j, io[s]), i, e) {
+            printf("  %-40s %-8s ", json_string_value(json_object_get(e, "name")), json_string_value(json_object_get(e, "dtype")));
+            print_dims(json_object_get(e, "shape"));
+            putchar('\n');
+        }
+    }
+    json_t *inits = json_object_get(j, "initializers");
+    printf("initializers: %zu\n", json_array_size(inits));
+    if (json_array_size(inits)) printf("  %-40s %-8s %-22s %12s\n", "name", "dtype", "shape", "bytes");
+    json_array_foreach(inits, i, e) {
+        printf("  %-40s %-8s ", json_string_value(json_object_get(e, "name")), json_string_value(json_object_get(e, "dtype")));
+        char buf[128];
+        size_t n = 0, d;
+        json_t *x;
+        buf[n++] = '[';
+        json_array_foreach(json_object_get(e, "shape"), d, x)
+            n += (size_t)snprintf(buf + n, sizeof buf - n < 2 ? 0 : sizeof buf - n, "%s%lld", d ? ", " : "", (long long)json_integer_value(x));
+        if (n < sizeof buf - 1) { buf[n++] = ']'; buf[n] = 0; } else buf[sizeof buf - 1] = 0;
+        printf("%-22s %12lld", buf, (long long)json_integer_value(json_object_get(e, "bytes")));
+        if (json_object_get(e, "external")) printf("  external: %s", json_string_value(json_object_get(e, "external")));
+        putchar('\n');
+    }
+    printf("ops:      %lld nodes\n", (long long)json_integer_value(json_object_get(j, "n_nodes")));
+    json_object_foreach(json_object_get(j, "ops"), k, e) printf("  %-24s %lld\n", k, (long long)json_integer_value(e));
+    printf("bytes:    %lld (%.2f MiB of initializer data)\n", (long long)json_integer_value(json_object_get(j, "initializer_bytes")),
+           json_integer_value(json_object_get(j, "initializer_bytes")) / 1048576.0);
+}
+
+static int info_onnx(const char *path, int as_json) {
+    av_err err = { 0 };
+    onnx_model *om = NULL;
+    json_t *j = NULL;
+    if (onnx_open(path, &om, &err) || onnx_describe(om, &j, &err)) {
+        fprintf(stderr, "anvil info: %s\n", err.msg);
+        onnx_free(om);
+        return 1;
+    }
+    int rc = 0;
+    if (as_json) {
+        json_object_set_new(j, "file", json_string(path));
+        json_object_set_new(j, "format", json_string("onnx"));
+        rc = json_dumpf(j, stdout, JSON_INDENT(1) | JSON_PRESERVE_ORDER);
+        putchar('\n');
+    } else {
+        print_onnx_text(path, j);
+    }
+    json_decref(j);
+    onnx_free(om);
+    if (fflush(stdout) != 0 || rc) { fprintf(stderr, "anvil info: cannot write output\n"); return 1; }
+    return 0;
+}
+
 int main(int argc, char **argv) {
     const char *path = NULL;
     int as_json = 0, all = 0;
@@ -192,6 +274,7 @@ int main(int argc, char **argv) {
         else { fprintf(stderr, "anvil info: more than one FILE given\n"); usage(stderr); return 2; }
     }
     if (!path) { usage(stderr); return 2; }
+    if (av_detect_format(path) == AV_FMT_ONNX) return info_onnx(path, as_json);
     av_err err = { 0 };
     av_model *m;
     if (av_model_read(path, &m, &err)) {

@@ -7,6 +7,8 @@ PKGS=(
   build-essential pkg-config clang libclang-rt-14-dev   # compilers; clang + runtime for libFuzzer/ASan
   libopenblas-dev libzstd-dev libarchive-dev libjansson-dev libpcre2-dev
   protobuf-c-compiler libprotobuf-c-dev                  # ONNX (generated from onnx.proto)
+  libonnx-dev                                            # onnx.proto that protoc-c compiles at build time
+  python3-onnx                                           # tests: onnx.checker, hostile ONNX fixtures
   libcriterion-dev                                       # unit tests
   libopenmpi-dev openmpi-bin                             # multi-node training
   python3 python3-numpy                                  # fixture generators only, never at runtime
@@ -43,4 +45,10 @@ if [ ! -d "$NODE_DIR/node_modules/tokenizers" ] || [ ! -d "$NODE_DIR/node_module
   echo "deps.sh: installing npm tokenizers, tiktoken into $NODE_DIR"
   mkdir -p "$NODE_DIR"
   (cd "$NODE_DIR" && npm install --no-audit --no-fund --silent tokenizers@0.23.2 tiktoken@1.0.22)
+fi
+# onnxruntime-node for the ONNX export tests (--ignore-scripts: its install
+# script only fetches CUDA binaries; the CPU runtime ships in the package)
+if [ ! -d "$NODE_DIR/node_modules/onnxruntime-node" ]; then
+  echo "deps.sh: installing npm onnxruntime-node into $NODE_DIR"
+  (cd "$NODE_DIR" && npm install --ignore-scripts --no-audit --no-fund --silent onnxruntime-node@1.30.0)
 fi
