@@ -7,6 +7,7 @@
  * and V projections land directly in rows [pos, pos+n) of the cache. */
 #include "llm.h"
 
+#include <cblas.h>
 #include <math.h>
 #include <omp.h>
 #include <sched.h>
@@ -34,6 +35,7 @@ struct llm_ctx {
     float *hg, *hu;           /* [n_batch][n_ff] */
     float *scores;            /* [n_threads_max][ATT_BLOCK][n_ctx] */
     float *wscratch;          /* widened F16/BF16 weights for sgemm, or NULL */
+    float *lora_t;            /* X A^T of a LoRA pair: [max(n_batch, n_scores)][rank_max], or NULL */
     llm_observer observe;     /* sees every product's input, or NULL */
     void *observe_ud;
     int n_scores;
@@ -220,8 +222,69 @@ fail:
     return rc;
 }
 
+/* Every matrix of the forward pass: tok_embd, output, then 7 per layer. */
+static int n_weights(const llm *l) { return 2 + 7 * l->hp.n_layer; }
+static llm_weight *weight_at(llm *l, int i) {
+    if (i == 0) return &l->tok_embd;
+    if (i == 1) return &l->output;
+    llm_layer *ly = &l->layers[(i - 2) / 7];
+    llm_weight *ws[7] = {&ly->wq, &ly->wk, &ly->wv, &ly->wo, &ly->w_gate, &ly->w_up, &ly->w_down};
+    return ws[(i - 2) % 7];
+}
+
+static void lora_free_chain(llm_lora *p) {
+    while (p) {
+        llm_lora *next = p->next;
+        free(p->a);
+        free(p->b);
+        free(p);
+        p = next;
+    }
+}
+
+int llm_add_lora(llm *l, const char *target, const float *A, const float *B, int rank, float factor,
+                 av_err *err) {
+    if (rank < 1) return av_errf(err, AV_EINVAL, "LoRA pair for '%s': rank %d", target, rank);
+    const int nw = n_weights(l);
+    int n = 0;
+    for (int i = 0; i < nw; i++) n += !strcmp(weight_at(l, i)->name, target);
+    if (!n)
+        return av_errf(err, AV_ENOTFOUND, "LoRA target '%s' is not a matrix of the forward pass", target);
+    if (factor == 0) return 0;
+    /* one node per weight (a tied output gets its own copy), all made before any is linked */
+    llm_lora *made[2] = {0};
+    if (n > 2) return av_errf(err, AV_EINVAL, "LoRA target '%s' names %d weights", target, n);
+    for (int i = 0, k = 0; i < nw; i++) {
+        const llm_weight *w = weight_at(l, i);
+        if (strcmp(w->name, target)) continue;
+        llm_lora *p = made[k++] = calloc(1, sizeof *p);
+        if (!p || !(p->a = malloc((size_t)rank * w->cols * sizeof(float))) ||
+            !(p->b = malloc((size_t)w->rows * rank * sizeof(float)))) {
+            lora_free_chain(made[0]);
+            lora_free_chain(made[1]);
+            return av_errf(err, AV_ENOMEM, "out of memory for the LoRA pair of '%s'", target);
+        }
+        memcpy(p->a, A, (size_t)rank * w->cols * sizeof(float));
+        memcpy(p->b, B, (size_t)w->rows * rank * sizeof(float));
+        p->rank = rank;
+        p->factor = factor;
+    }
+    for (int i = 0, k = 0; i < nw; i++) {
+        llm_weight *w = weight_at(l, i);
+        if (strcmp(w->name, target)) continue;
+        llm_lora **tail = &w->lora;
+        while (*tail) tail = &(*tail)->next;
+        *tail = made[k++];
+        /* decode reads A and B (only A and one row of B for the embedding) */
+        l->weight_bytes += (int64_t)sizeof(float) * rank * (i == 0 ? w->cols + 1 : w->cols + w->rows);
+    }
+    if (rank > l->lora_rank_max) l->lora_rank_max = rank;
+    return 0;
+}
+
 void llm_free(llm *l) {
     if (!l) return;
+    for (int i = 0; l->layers && i < n_weights(l); i++) lora_free_chain(weight_at(l, i)->lora);
     free(l->layers);
     free(l->owned_f32);
     free(l);
@@ -280,6 +343,10 @@ int llm_ctx_new(const llm *l, int n_ctx, int n_batch, llm_ctx **out, av_err *err
                 wmax = lw[j]->rows * lw[j]->cols;
     }
     if (ok && wmax > 0 && n_batch > 1) ok = (c->wscratch = malloc((size_t)wmax * sizeof(float))) != NULL;
+    if (ok && l->lora_rank_max > 0) {
+        size_t rows = (size_t)(n_batch > c->n_scores ? n_batch : c->n_scores);
+        ok = (c->lora_t = malloc(rows * l->lora_rank_max * sizeof(float))) != NULL;
+    }
     if (!ok) {
         llm_ctx_free(c);
         return av_errf(err, AV_ENOMEM, "out of memory for a context of %d tokens", n_ctx);
@@ -300,6 +367,7 @@ void llm_ctx_free(llm_ctx *c) {
     free(c->hu);
     free(c->scores);
     free(c->wscratch);
+    free(c->lora_t);
     free(c);
 }
 
@@ -319,11 +387,51 @@ int llm_ctx_copy(llm_ctx *dst, const llm_ctx *src, int n_pos, av_err *err) {
 
 /* ---- forward ---------------------------------------------------------- */
 
-/* Y [n, w->rows] = X [n, w->cols] W^T */
+/* One token through a LoRA pair, rows [r0, r1) of y += f B (A x); t: rank
+ * floats of scratch. Every thread of a team computes the same A x (rank dot
+ * products, cheap next to its rows of W), so no extra barrier is needed. */
+static void lora_vec(const llm_lora *p, const float *x, float *y, int64_t r0, int64_t r1, int64_t cols,
+                     float *t) {
+    ops_matvec(AV_F32, p->a, x, t, p->rank, cols, 1);
+    for (int64_t r = r0; r < r1; r++) {
+        const float *b = p->b + r * p->rank;
+        float s = 0;
+        for (int k = 0; k < p->rank; k++) s += b[k] * t[k];
+        y[r] += p->factor * s;
+    }
+}
+
+/* A batch through a LoRA pair: T [n, rank] = X A^T, Y += f T B^T, each sgemm
+ * split over rows of its output like ops_matmul (single-threaded OpenBLAS). */
+static void lora_batch(llm_ctx *c, const llm_weight *w, const llm_lora *p, const float *X, float *Y, int n,
+                       int nt) {
+    const int rank = p->rank, rows = (int)w->rows, cols = (int)w->cols;
+    float *T = c->lora_t;
+    if ((double)n * rank * (rows + cols) < 2e6) nt = 1;
+    openblas_set_num_threads(1);
+    const int tstep = (n + nt - 1) / nt, rstep = ((rows + nt - 1) / nt + 15) & ~15;
+#pragma omp parallel num_threads(nt)
+    {
+#pragma omp for schedule(static)
+        for (int t0 = 0; t0 < n; t0 += tstep)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n - t0 < tstep ? n - t0 : tstep, rank, cols, 1.0f,
+                        X + (size_t)t0 * cols, cols, p->a, cols, 0.0f, T + (size_t)t0 * rank, rank);
+#pragma omp for schedule(static)
+        for (int r0 = 0; r0 < rows; r0 += rstep)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, rows - r0 < rstep ? rows - r0 : rstep, rank,
+                        p->factor, T, rank, p->b + (size_t)r0 * rank, rank, 1.0f, Y + r0, rows);
+    }
+}
+
+/* Y [n, w->rows] = X [n, w->cols] W^T (+ the weight's LoRA pairs) */
 static void linear(llm_ctx *c, const llm_weight *w, const float *X, float *Y, int n, int nt) {
     if (c->observe) c->observe(c->observe_ud, w, X, n);
     if (n == 1) ops_matvec(w->type, w->data, X, Y, w->rows, w->cols, nt);
     else ops_matmul(w->type, w->data, X, Y, n, w->rows, w->cols, c->wscratch, nt);
+    for (const llm_lora *p = w->lora; p; p = p->next) {
+        if (n == 1) lora_vec(p, X, Y, 0, w->rows, w->cols, c->lora_t);
+        else lora_batch(c, w, p, X, Y, n, nt);
+    }
 }
 
 /* Causal attention of tokens [pos, pos+n) of one layer:
@@ -351,12 +459,14 @@ static void attention(llm_ctx *c, const float *kc, const float *vc, int n, int p
 
 /* Rows [r0, r1) of y = W x for thread ith of nth (row blocks of 4 keep the
  * kernels' 4-row path). */
-static void matvec_part(const llm_weight *w, const float *x, float *y, int ith, int nth) {
+static void matvec_part(const llm_ctx *c, const llm_weight *w, const float *x, float *y, int ith, int nth) {
     const int64_t per = ((w->rows + nth - 1) / nth + 3) & ~(int64_t)3;
     const int64_t r0 = (int64_t)ith * per, r1 = r0 + per < w->rows ? r0 + per : w->rows;
     if (r0 >= r1) return;
     const size_t rb = ops_row_bytes(w->type, w->cols);
     ops_matvec(w->type, (const char *)w->data + (size_t)r0 * rb, x, y + r0, r1 - r0, w->cols, 1);
+    for (const llm_lora *p = w->lora; p; p = p->next)
+        lora_vec(p, x, y, r0, r1, w->cols, c->lora_t + (size_t)ith * c->l->lora_rank_max);
 }
 
 /* A sense-counting spin barrier for the threads of one decode region:
@@ -405,9 +515,9 @@ static void decode_team(llm_ctx *c, int pos, float *logits, int nt) {
             const llm_layer *ly = &l->layers[li];
             float *kc = c->k_cache + (size_t)li * c->n_ctx * kvd;
             float *vc = c->v_cache + (size_t)li * c->n_ctx * kvd;
-            matvec_part(&ly->wq, c->xb, c->q, ith, nth);
-            matvec_part(&ly->wk, c->xb, kc + (size_t)pos * kvd, ith, nth);
-            matvec_part(&ly->wv, c->xb, vc + (size_t)pos * kvd, ith, nth);
+            matvec_part(c, &ly->wq, c->xb, c->q, ith, nth);
+            matvec_part(c, &ly->wk, c->xb, kc + (size_t)pos * kvd, ith, nth);
+            matvec_part(c, &ly->wv, c->xb, vc + (size_t)pos * kvd, ith, nth);
             spin_barrier_wait(&bar);
             if (ith == 0) {
                 ops_rope(c->q, hp->n_head, hd, pos, hp->rope_base, hp->rope_mode);
@@ -420,7 +530,7 @@ static void decode_team(llm_ctx *c, int pos, float *logits, int nt) {
                               vc + (size_t)(h / group) * hd, kvd, 1, pos, hd, scale,
                               c->att + (size_t)h * hd, hd, s);
             spin_barrier_wait(&bar);
-            matvec_part(&ly->wo, c->att, c->xb, ith, nth);
+            matvec_part(c, &ly->wo, c->att, c->xb, ith, nth);
             spin_barrier_wait(&bar);
             if (ith == 0) {
                 for (int k = 0; k < E; k++) c->x[k] += c->xb[k];
@@ -428,15 +538,15 @@ static void decode_team(llm_ctx *c, int pos, float *logits, int nt) {
             }
             spin_barrier_wait(&bar);
             /* gate and up rows split alike, so each thread's SwiGLU needs only its rows */
-            matvec_part(&ly->w_gate, c->xb, c->hg, ith, nth);
-            matvec_part(&ly->w_up, c->xb, c->hu, ith, nth);
+            matvec_part(c, &ly->w_gate, c->xb, c->hg, ith, nth);
+            matvec_part(c, &ly->w_up, c->xb, c->hu, ith, nth);
             {
                 const int64_t per = ((F + nth - 1) / nth + 3) & ~(int64_t)3;
                 const int64_t r0 = (int64_t)ith * per, r1 = r0 + per < F ? r0 + per : F;
                 if (r0 < r1) ops_swiglu(c->hg + r0, c->hu + r0, r1 - r0);
             }
             spin_barrier_wait(&bar);
-            matvec_part(&ly->w_down, c->hg, c->xb, ith, nth);
+            matvec_part(c, &ly->w_down, c->hg, c->xb, ith, nth);
             spin_barrier_wait(&bar);
             if (ith == 0) {
                 for (int k = 0; k < E; k++) c->x[k] += c->xb[k];
@@ -445,7 +555,7 @@ static void decode_team(llm_ctx *c, int pos, float *logits, int nt) {
             }
             spin_barrier_wait(&bar);
         }
-        if (logits) matvec_part(&l->output, c->xb, logits, ith, nth);
+        if (logits) matvec_part(c, &l->output, c->xb, logits, ith, nth);
     }
 }
 
@@ -469,8 +579,14 @@ int llm_eval(llm_ctx *c, const int32_t *tokens, int n, int pos, float *logits, i
     /* x [n, E] = embedding rows, widened from whatever type they are stored in */
     const size_t erb = ops_row_bytes(l->tok_embd.type, E);
     const av_to_float_fn widen = av_dtype_traits_of(l->tok_embd.type)->to_float;
-    for (int i = 0; i < n; i++)
-        widen((const char *)l->tok_embd.data + (size_t)tokens[i] * erb, c->x + (size_t)i * E, E);
+    for (int i = 0; i < n; i++) {
+        float *xi = c->x + (size_t)i * E;
+        widen((const char *)l->tok_embd.data + (size_t)tokens[i] * erb, xi, E);
+        /* row t of W + f B A is W[t] + f sum_k B[t, k] A[k] */
+        for (const llm_lora *p = l->tok_embd.lora; p; p = p->next)
+            for (int k = 0; k < p->rank; k++)
+                ops_axpy(xi, p->factor * p->b[(size_t)tokens[i] * p->rank + k], p->a + (size_t)k * E, E);
+    }
 
     if (n == 1 && nt > 1 && !c->observe) {
         decode_team(c, pos, logits, nt);

@@ -2,8 +2,8 @@
  * SwiGLU), shared by run, eval and train.
  *
  * An llm is a set of weight views into an av_model (GGUF names and layout,
- * as llama.cpp's `llama` architecture); it owns nothing but small tables, so
- * the model must outlive it. An llm_ctx holds one sequence's state: a static
+ * as llama.cpp's `llama` architecture); it owns nothing but small tables and
+ * the f32 A/B of LoRA pairs (llm_add_lora), so the model must outlive it. An llm_ctx holds one sequence's state: a static
  * KV cache [n_layer][n_ctx][n_head_kv*head_dim] allocated once, plus scratch. */
 #ifndef AV_LLM_H
 #define AV_LLM_H
@@ -21,11 +21,21 @@ typedef struct llm_hparams {
     int rope_mode;    /* OPS_ROPE_NORM for GGUF layout */
 } llm_hparams;
 
+/* A LoRA pair applied at run time: a product through W becomes
+ * X W^T + factor (X A^T) B^T, W itself untouched (any type, still mmap'd). */
+typedef struct llm_lora {
+    float *a, *b; /* A [rank, cols], B [rows, rank]: f32, owned by the llm */
+    int rank;
+    float factor;
+    struct llm_lora *next; /* the weight's next pair; pairs add up */
+} llm_lora;
+
 typedef struct llm_weight {
     const char *name; /* the tensor's name in the model */
     const void *data; /* view into the model's mmap or buffer */
     av_dtype type;    /* F32, F16, BF16 or a quantized type (ops_weight_supported) */
     int64_t rows, cols;
+    llm_lora *lora;   /* adapters (llm_add_lora), or NULL */
 } llm_weight;
 
 typedef struct llm_layer {
@@ -40,7 +50,8 @@ typedef struct llm {
     const float *out_norm;   /* [n_embd] */
     llm_weight output;       /* [n_vocab, n_embd]; = tok_embd when tied */
     llm_layer *layers;       /* [n_layer] */
-    int64_t weight_bytes;    /* bytes of weights read per decoded token */
+    int64_t weight_bytes;    /* bytes of weights read per decoded token (LoRA included) */
+    int lora_rank_max;       /* largest rank of one pair (context scratch) */
     float *owned_f32;        /* norms widened to f32 when stored as f16/bf16 */
 } llm;
 
@@ -50,6 +61,15 @@ typedef struct llm {
  * Errors: AV_EUNSUPPORTED (architecture, weight type), AV_EFORMAT, AV_ENOMEM. */
 int llm_new(const av_model *m, const char *name, llm **out, av_err *err);
 void llm_free(llm *l); /* NULL-safe */
+
+/* Apply a LoRA pair at run time to every weight named target (a tied output
+ * shares token_embd.weight's name; the embedding lookup adds factor B[t] A).
+ * A [rank, cols] and B [rows, rank] f32 are copied. Pairs on one weight add
+ * up; factor 0 adds nothing. Call before llm_ctx_new (contexts size their
+ * scratch by the ranks). Errors: AV_ENOTFOUND (no weight of that name),
+ * AV_EINVAL (rank < 1), AV_ENOMEM; on error l is unchanged. */
+int llm_add_lora(llm *l, const char *target, const float *A, const float *B, int rank, float factor,
+                 av_err *err);
 
 typedef struct llm_ctx llm_ctx;
 

@@ -29,7 +29,8 @@ static int folder_tokenizer(const char *model, tok **t, av_err *err) {
     return tok_load(path, t, err);
 }
 
-static int merge_loras(av_model *m, const char *const *specs, int n, av_err *err) {
+/* Adapters applied to the forward pass at run time (base weights untouched). */
+static int attach_loras(llm *l, const av_model *m, const char *const *specs, int n, av_err *err) {
     lora_adapter **ads = calloc((size_t)n + 1, sizeof *ads);
     float *scales = calloc((size_t)n + 1, sizeof *scales);
     int rc = ads && scales ? 0 : av_errf(err, AV_ENOMEM, "out of memory");
@@ -38,7 +39,7 @@ static int merge_loras(av_model *m, const char *const *specs, int n, av_err *err
         if (!(rc = lora_parse_spec(specs[i], &p, &scales[i], err))) rc = lora_read(p, &ads[i], err);
         free(p);
     }
-    if (!rc) rc = lora_merge(m, ads, scales, n, err);
+    if (!rc) rc = lora_attach(l, m, ads, scales, n, err);
     for (int i = 0; ads && i < n; i++) lora_free(ads[i]);
     free(ads);
     free(scales);
@@ -65,8 +66,8 @@ int av_load_lora(const char *path, const char *tokenizer_path, int need_tok, con
     } else if ((rc = av_model_read(path, &out->model, err)) == 0) {
         rc = hf_normalize(out->model, path, err);
     }
-    if (!rc && n_loras) rc = merge_loras(out->model, loras, n_loras, err);
     if (rc || (rc = llm_new(out->model, path, &out->llm, err))) goto fail;
+    if (n_loras && (rc = attach_loras(out->llm, out->model, loras, n_loras, err))) goto fail;
     if (!need_tok) return 0;
     if (tokenizer_path && fmt != AV_FMT_LLAMA2C) rc = tok_load(tokenizer_path, &out->tok, err);
     else if (fmt == AV_FMT_SAFETENSORS && !av_kvs_find(&out->model->kv, "tokenizer.ggml.model"))

@@ -22,8 +22,9 @@ typedef struct av_loaded {
  * allocated. Errors: the readers', llm_new's, AV_ENOTFOUND (no vocabulary). */
 int av_load(const char *path, const char *tokenizer_path, int need_tok, av_loaded *out,
             av_err *err);
-/* The same with LoRA adapters merged in memory before the forward pass is
- * built: loras[i] is "ADAPTER.gguf[:SCALE]" (lora.h). Errors: also lora_*'s. */
+/* The same with LoRA adapters applied by the forward pass at run time
+ * (lora_attach: the weights stay as loaded, quantized ones too):
+ * loras[i] is "ADAPTER.gguf[:SCALE]" (lora.h). Errors: also lora_*'s. */
 int av_load_lora(const char *path, const char *tokenizer_path, int need_tok, const char *const *loras,
                  int n_loras, av_loaded *out, av_err *err);
 void av_loaded_release(av_loaded *x); /* NULL-safe fields */

@@ -1,4 +1,5 @@
-/* LoRA adapters: read llama.cpp's GGUF layout, merge into a base (lora.h). */
+/* LoRA adapters: read llama.cpp's GGUF layout, apply at run time or merge
+ * into a base (lora.h). */
 #include "lora.h"
 
 #include <cblas.h>
@@ -146,6 +147,30 @@ static int check(const av_model *base, const lora_adapter *ad, av_err *err) {
         if (!tr || (w->src_dtype != AV_F32 && w->src_dtype != AV_F16 && w->src_dtype != AV_BF16 && !tr->is_quantized))
             return av_errf(err, AV_EUNSUPPORTED, "%s: target '%s' has a type LoRA cannot merge into", ad->path,
                            p->target);
+    }
+    return 0;
+}
+
+int lora_attach(llm *l, const av_model *base, lora_adapter *const *ads, const float *scales, int n,
+                av_err *err) {
+    for (int k = 0; k < n; k++) {
+        int rc = check(base, ads[k], err);
+        if (rc) return rc;
+    }
+    for (int k = 0; k < n; k++) {
+        const lora_adapter *ad = ads[k];
+        for (size_t i = 0; i < ad->n_pairs; i++) {
+            const lora_pair *p = &ad->pairs[i];
+            float *A = to_f32(p->a), *B = to_f32(p->b);
+            int rc = A && B ? llm_add_lora(l, p->target, A, B, (int)p->a->shape[0], lora_factor(ad, i, scales[k]), err)
+                            : av_errf(err, AV_ENOMEM, "%s: out of memory reading '%s'", ad->path, p->target);
+            free(A);
+            free(B);
+            if (rc == AV_ENOTFOUND)
+                rc = av_errf(err, AV_EUNSUPPORTED, "%s: target '%s' is not a matrix the forward pass multiplies by",
+                             ad->path, p->target);
+            if (rc) return rc;
+        }
     }
     return 0;
 }

@@ -1,5 +1,6 @@
 /* lora.h — LoRA adapters in llama.cpp's GGUF layout: read one, check it
- * against a base model, and merge adapters into the base in memory.
+ * against a base model, apply adapters to a forward pass at run time
+ * (lora_attach) or merge them into the base's weights (lora_merge).
  *
  * Adapter file: general.type "adapter", adapter.type "lora",
  * adapter.lora.alpha (f32; optional), general.architecture equal to the
@@ -12,6 +13,7 @@
 #define AV_LORA_H
 
 #include "err.h"
+#include "llm.h"
 #include "model.h"
 
 typedef struct lora_pair {
@@ -44,6 +46,17 @@ int lora_parse_spec(const char *spec, char **path, float *scale, av_err *err);
  * present, n_in/n_out equal to the target's), so on error base is unchanged.
  * Errors: AV_EINVAL naming the adapter and the tensor, AV_ENOMEM, AV_EUNSUPPORTED. */
 int lora_merge(av_model *base, lora_adapter *const *ads, const float *scales, int n, av_err *err);
+
+/* Apply adapters to l at run time, without touching the weights: each
+ * product through a target W adds factor (X A^T) B^T (llm_add_lora; A and B
+ * kept as f32 copies, so base may be any type and stay mmap'd, and the
+ * adapters may be freed afterwards). base is the model l was built over;
+ * adapters are checked against it as lora_merge does, all before any is
+ * applied. Errors: those of lora_merge's checks, AV_EUNSUPPORTED (a target
+ * the forward pass does not multiply by), AV_ENOMEM; on error l may hold
+ * some pairs (free it). */
+int lora_attach(llm *l, const av_model *base, lora_adapter *const *ads, const float *scales, int n,
+                av_err *err);
 
 /* The multiplier of B A for an adapter at a given user scale. */
 float lora_factor(const lora_adapter *a, size_t pair, float scale);

@@ -416,6 +416,7 @@ int q_plan_model(const av_model *m, const q_ftype_info *ft, const q_plan_opts *o
                 if (!rc) rc = fallback(&s, t, &type, &it->warning, err);
             }
         }
+        it->from = t->dtype;
         it->type = type;
         it->quantize = type != t->dtype;
     }
@@ -474,4 +475,134 @@ int q_quantize_tensor(const av_tensor *t, av_dtype to, const float *imatrix, voi
     *data = dst;
     *nbytes = total;
     return 0;
+}
+
+/* ------------------------------------------------------------ whole models */
+
+/* Permute m's tensors and plan's items together into llama.cpp's weights_map
+ * order (llama_model_loader::weight_name_comparer). */
+static int reorder(av_model *m, q_plan *p, av_err *err) {
+    size_t n = m->n_tensors;
+    size_t *ord = malloc((n ? n : 1) * sizeof *ord);
+    av_tensor *t = malloc((n ? n : 1) * sizeof *t);
+    q_plan_item *it = malloc((n ? n : 1) * sizeof *it);
+    if (!ord || !t || !it) {
+        free(ord), free(t), free(it);
+        return av_errf(err, AV_ENOMEM, "out of memory");
+    }
+    for (size_t i = 0; i < n; i++) ord[i] = i;
+    sort_model = m;
+    qsort(ord, n, sizeof *ord, cmp_llama_order);
+    for (size_t i = 0; i < n; i++) t[i] = m->tensors[ord[i]], it[i] = p->items[ord[i]];
+    memcpy(m->tensors, t, n * sizeof *t);
+    memcpy(p->items, it, n * sizeof *it);
+    free(ord), free(t), free(it);
+    return 0;
+}
+
+/* gguf_set_val_* remove an existing key first, so a set key moves to the end. */
+static int kv_append_u32(av_kvs *kv, const char *key, uint32_t v) {
+    av_kvs_remove(kv, key);
+    return av_kvs_set_u32(kv, key, v);
+}
+static int kv_append_str(av_kvs *kv, const char *key, const char *s) {
+    av_kvs_remove(kv, key);
+    return av_kvs_set_str(kv, key, s);
+}
+
+static int set_metadata(av_model *m, const q_ftype_info *ft, const q_model_opts *o) {
+    const q_imatrix *im = o->imatrix;
+    int rc;
+    if ((rc = kv_append_u32(&m->kv, "general.quantization_version", Q_QNT_VERSION)) ||
+        (rc = kv_append_u32(&m->kv, "general.file_type", (uint32_t)ft->ftype)))
+        return rc;
+    av_kvs_remove(&m->kv, "split.no");
+    av_kvs_remove(&m->kv, "split.count");
+    av_kvs_remove(&m->kv, "split.tensors.count");
+    if (!im) return 0;
+    if ((rc = kv_append_str(&m->kv, "quantize.imatrix.file", o->imatrix_path ? o->imatrix_path : "")) ||
+        (im->dataset && (rc = kv_append_str(&m->kv, "quantize.imatrix.dataset", im->dataset))) ||
+        (rc = kv_append_u32(&m->kv, "quantize.imatrix.entries_count", (uint32_t)im->n)))
+        return rc;
+    if (im->chunk_count > 0) rc = kv_append_u32(&m->kv, "quantize.imatrix.chunks_count", (uint32_t)im->chunk_count);
+    return rc;
+}
+
+int q_model_quantize(av_model *m, const char *name, const q_ftype_info *ft, const q_model_opts *opts,
+                     q_plan *plan, av_err *err) {
+    static const q_model_opts DEFAULT_OPTS = { .plan = { 0, 0, 0, -1, -1 } };
+    const q_model_opts *o = opts ? opts : &DEFAULT_OPTS;
+    const q_imatrix *im = o->imatrix;
+    const char *impath = o->imatrix_path ? o->imatrix_path : "imatrix";
+    q_plan_opts po = o->plan;
+    po.has_imatrix = im != NULL;
+    const float **weights = NULL;
+    int rc = q_plan_model(m, ft, &po, plan, err);
+    if (rc) {
+        av_err_prefix(err, name);
+        return rc;
+    }
+    /* llama.cpp's order from here on: checks name the tensor llama-quantize names */
+    if ((rc = reorder(m, plan, err))) goto fail_named;
+    if (!(weights = calloc(m->n_tensors ? m->n_tensors : 1, sizeof *weights))) {
+        rc = av_errf(err, AV_ENOMEM, "out of memory");
+        goto fail_named;
+    }
+    size_t im_used = 0, n_quant = 0;
+    uint64_t work = 0, done = 0;
+    for (size_t i = 0; i < m->n_tensors; i++) {
+        const av_tensor *t = &m->tensors[i];
+        if (!plan->items[i].quantize) continue;
+        int ok;
+        n_quant++;
+        work += av_tensor_nbytes(t, &ok);
+        const av_dtype_traits *tr = av_dtype_traits_of(t->dtype);
+        if (tr && tr->is_quantized && !o->allow_requantize) {
+            rc = av_errf(err, AV_EUNSUPPORTED,
+                         "tensor '%s' is already %s: requantizing from type %s is disabled (--allow-requantize "
+                         "enables it, at a loss of quality)", t->name, tr->name, tr->name);
+            goto fail_named;
+        }
+        if (im) {
+            if ((rc = q_imatrix_for_tensor(im, t, &weights[i], err))) {
+                size_t l = err ? strlen(err->msg) : 0;
+                if (err) snprintf(err->msg + l, sizeof err->msg - l, " (an imatrix for another model?)");
+                av_err_prefix(err, impath);
+                goto fail;
+            }
+            im_used += weights[i] != NULL;
+        }
+    }
+    if (im && im->n && !im_used && n_quant) {
+        rc = av_errf(err, AV_EFORMAT, "%s: none of its %zu entries names a tensor of %s: imatrix made for another model",
+                     impath, im->n, name);
+        goto fail;
+    }
+    for (size_t i = 0; i < m->n_tensors; i++) {
+        if (!plan->items[i].quantize) continue;
+        av_tensor *t = &m->tensors[i];
+        int ok;
+        uint64_t nb = av_tensor_nbytes(t, &ok);
+        void *data;
+        size_t nbytes;
+        if ((rc = q_quantize_tensor(t, plan->items[i].type, weights[i], &data, &nbytes, err))) goto fail_named;
+        free(t->owned);
+        t->owned = data;
+        t->data = data;
+        t->dtype = t->src_dtype = plan->items[i].type;
+        done += nb;
+        if (o->progress) o->progress(o->ud, done, work);
+    }
+    if ((rc = set_metadata(m, ft, o))) {
+        rc = av_errf(err, rc, "out of memory");
+        goto fail_named;
+    }
+    free(weights);
+    return 0;
+fail_named:
+    av_err_prefix(err, name);
+fail:
+    free(weights);
+    q_plan_release(plan);
+    return rc;
 }

@@ -18,6 +18,7 @@
 
 #include "dtype.h"
 #include "err.h"
+#include "gguf.h" /* av_progress_fn */
 #include "model.h"
 
 /* ------------------------------------------------------------ block layouts */
@@ -168,6 +169,7 @@ typedef struct q_plan_opts {
 } q_plan_opts;
 
 typedef struct q_plan_item {
+    av_dtype from;         /* the tensor's type before */
     av_dtype type;         /* output type (the source dtype when kept as is) */
     int quantize;          /* 1 when the data are converted (type != source dtype) */
     char *warning;         /* llama-quantize's fallback warning line, or NULL */
@@ -236,6 +238,31 @@ int q_imatrix_for_tensor(const q_imatrix *im, const av_tensor *t, const float **
  * not whole blocks), AV_ENOMEM. */
 int q_quantize_tensor(const av_tensor *t, av_dtype to, const float *imatrix, void **data,
                       size_t *nbytes, av_err *err);
+
+/* ------------------------------------------------------------ whole models */
+
+typedef struct q_model_opts {
+    q_plan_opts plan;          /* mixes and overrides (has_imatrix follows imatrix) */
+    const q_imatrix *imatrix;  /* NULL: none */
+    const char *imatrix_path;  /* with imatrix: named in messages and metadata */
+    int allow_requantize;      /* accept already-quantized tensors as input */
+    av_progress_fn progress;   /* (ud, input bytes quantized, total), or NULL */
+    void *ud;
+} q_model_opts;
+
+/* Quantize m in place to file type ft exactly as llama-quantize does, so that
+ * gguf_write(m) gives its file: q_plan_model, llama.cpp's tensor order
+ * (tensors outside blocks, then blocks by number, by name within), every
+ * check before any work (requantization, imatrix sizes), each tensor into an
+ * owned buffer, then its metadata (general.quantization_version,
+ * general.file_type moved last, split.* removed, quantize.imatrix.*). plan
+ * receives the per-tensor plan in the new order (q_plan_release). opts may be
+ * NULL. Messages start with the file they concern (name, or imatrix_path).
+ * Errors: q_plan_model's, AV_EUNSUPPORTED (requantization refused), AV_EFORMAT
+ * (imatrix for another model), AV_EINVAL, AV_ENOMEM; on error m may be
+ * reordered or partly quantized (not fit for writing) and plan is empty. */
+int q_model_quantize(av_model *m, const char *name, const q_ftype_info *ft, const q_model_opts *opts,
+                     q_plan *plan, av_err *err);
 
 /* ------------------------------------------------------------------ INT8 */
 

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "gguf.h"
 #include "hf.h"
@@ -12,6 +13,7 @@
 #include "lora.h"
 #include "model.h"
 #include "progress.h"
+#include "quant.h"
 #include "safetensors.h"
 #include "torchpt.h"
 
@@ -19,7 +21,7 @@
 
 static void usage(FILE *f) {
     fprintf(f,
-            "usage: anvil lora merge BASE ADAPTER.gguf[:SCALE]... -o OUT [--outtype f32|f16|bf16] [--json] [-q]\n"
+            "usage: anvil lora merge BASE ADAPTER.gguf[:SCALE]... -o OUT [--outtype T] [--json] [-q]\n"
             "       anvil lora convert IN OUT --base MODEL   (or --heads H [--kv-heads K])\n"
             "\n"
             "convert: a PEFT folder (adapter_config.json + adapter_model.safetensors) -> llama.cpp's\n"
@@ -32,10 +34,13 @@ static void usage(FILE *f) {
             "  without alpha the factor is SCALE, as llama.cpp). BASE: .gguf, .safetensors, .pt or\n"
             "  an HF folder, float or quantized (merged tensors become float; the rest is copied).\n"
             "  OUT by extension: .gguf, .safetensors, .pt; a folder path ending in '/' is an HF folder.\n"
-            "  Same result as llama-export-lora; `anvil run/eval --lora` apply it without a file.\n"
+            "  Same result as llama-export-lora. `anvil run/eval --lora` need no merge: they apply\n"
+            "  adapters at run time, beside the base's weights as stored (quantized ones too).\n"
             "\n"
             "  -o, --output OUT   output file (written atomically)\n"
-            "  --outtype T        merged and other float matrices as f32 (default), f16 or bf16\n"
+            "  --outtype T        float matrices as f32 (default), f16 or bf16; or, for .gguf, a\n"
+            "                     quantized file type as `anvil quantize` takes it (q8_0, q4_0, q4_k_m,\n"
+            "                     ...: the same bytes as merging to f32, then anvil quantize)\n"
             "  --json             one JSON summary on stdout\n"
             "  -q, --quiet        no summary on stderr\n"
             "\n"
@@ -63,17 +68,21 @@ static int merge(int argc, char **argv) {
     if (!base || !n) USAGE_ERR("merge wants BASE and at least one ADAPTER (see --help)");
     if (!out) USAGE_ERR("-o OUT is required");
     av_dtype ot = AV_F32;
+    const q_ftype_info *qft = NULL; /* a quantized file type: anvil quantize's names */
     if (outtype) {
-        if (!strcmp(outtype, "f32")) ot = AV_F32;
-        else if (!strcmp(outtype, "f16")) ot = AV_F16;
-        else if (!strcmp(outtype, "bf16")) ot = AV_BF16;
-        else USAGE_ERR("--outtype '%s': f32, f16 or bf16", outtype);
+        if (!strcasecmp(outtype, "f32")) ot = AV_F32;
+        else if (!strcasecmp(outtype, "f16")) ot = AV_F16;
+        else if (!strcasecmp(outtype, "bf16")) ot = AV_BF16;
+        else if (!(qft = q_ftype_from_name(outtype)) || !av_dtype_traits_of(qft->base)->is_quantized)
+            USAGE_ERR("--outtype '%s': f32, f16, bf16 or a quantized type of anvil quantize (q8_0, q4_k_m, ...)",
+                      outtype);
     }
     size_t ol = strlen(out);
     int to_hf = ol && out[ol - 1] == '/';
     if (!to_hf && !av_has_ext(out, ".gguf") && !av_has_ext(out, ".safetensors") && !av_has_ext(out, ".pt") &&
         !av_has_ext(out, ".pth"))
         USAGE_ERR("cannot tell the output format of '%s' (.gguf, .safetensors, .pt, or a folder/)", out);
+    if (qft && !av_has_ext(out, ".gguf")) USAGE_ERR("--outtype %s needs a .gguf output (block types)", outtype);
     /* scales are checked before any file is read */
     char *paths[64] = { 0 };
     float scales[64];
@@ -94,8 +103,17 @@ static int merge(int argc, char **argv) {
     if ((rc = lora_merge(m, ads, scales, n, &err))) goto fail;
     for (size_t i = 0; i < m->n_tensors; i++) {
         av_tensor *t = &m->tensors[i];
-        if (t->n_dims >= 2 && (t->src_dtype == AV_F32 || t->src_dtype == AV_F16 || t->src_dtype == AV_BF16))
+        if (qft) t->dtype = t->src_dtype; /* the quantizer plans from the data as they are */
+        else if (t->n_dims >= 2 && (t->src_dtype == AV_F32 || t->src_dtype == AV_F16 || t->src_dtype == AV_BF16))
             t->dtype = ot;
+    }
+    if (qft) {
+        /* as `anvil quantize` on the merge; a quantized base's other tensors may be requantized */
+        q_plan plan = { 0 };
+        q_model_opts qo = { .plan = { .output_type = -1, .token_embd_type = -1 }, .allow_requantize = 1 };
+        rc = q_model_quantize(m, base, qft, &qo, &plan, &err);
+        q_plan_release(&plan);
+        if (rc) goto fail;
     }
     if (to_hf) {
         char dir[4096];

@@ -2,10 +2,10 @@
  * llama-quantize's per-tensor type choice, tensor order and metadata, so the
  * output is byte-identical to llama.cpp's (commit 3f545bec).
  *
- * read GGUF -> q_plan_model (every tensor's type, fallbacks, refusals) ->
- * validate everything (requantize, imatrix sizes) -> quantize each tensor into
- * memory -> reorder as llama.cpp's weights_map -> metadata -> gguf_write
- * (OUT.tmp, fsync, rename). Nothing is written until every check passed. */
+ * read GGUF -> q_model_quantize (core/quant.c: q_plan_model's types, fallbacks
+ * and refusals, llama.cpp's tensor order, every check before any work, each
+ * tensor quantized in memory, metadata) -> gguf_write (OUT.tmp, fsync,
+ * rename). Nothing is written until every check passed. */
 #include <errno.h>
 #include <inttypes.h>
 #include <jansson.h>
@@ -73,77 +73,6 @@ static int tensor_type(const char *s) {
     int t = av_dtype_from_name(s);
     if (t < 0 || !q_can_quantize((av_dtype)t) || t == AV_Q8_1 || t == AV_Q8_K) return -1;
     return t;
-}
-
-/* llama.cpp's weights_map order (llama_model_loader::weight_name_comparer):
- * tensors outside blocks first, then blocks by number, by name within each.
- * The output file lists tensors in this order. */
-static int layer_key(const char *name) {
-    int l = -1;
-    if (sscanf(name, "blk.%d.", &l) != 1) l = -1;
-    return l;
-}
-static int cmp_order(const void *a, const void *b, void *model) {
-    const av_model *m = model;
-    const av_tensor *x = &m->tensors[*(const size_t *)a];
-    const av_tensor *y = &m->tensors[*(const size_t *)b];
-    int lx = layer_key(x->name), ly = layer_key(y->name);
-    if (lx != ly) return lx < ly ? -1 : 1;
-    return strcmp(x->name, y->name);
-}
-
-/* Permute the model's tensors and the plan items together into llama.cpp's order. */
-static int reorder(av_model *m, q_plan *p, av_err *err) {
-    size_t n = m->n_tensors;
-    size_t *ord = malloc((n ? n : 1) * sizeof *ord);
-    av_tensor *t = malloc((n ? n : 1) * sizeof *t);
-    q_plan_item *it = malloc((n ? n : 1) * sizeof *it);
-    if (!ord || !t || !it) {
-        free(ord), free(t), free(it);
-        return av_errf(err, AV_ENOMEM, "out of memory");
-    }
-    for (size_t i = 0; i < n; i++) ord[i] = i;
-    qsort_r(ord, n, sizeof *ord, cmp_order, m); /* glibc's, with a context */
-    for (size_t i = 0; i < n; i++) t[i] = m->tensors[ord[i]], it[i] = p->items[ord[i]];
-    memcpy(m->tensors, t, n * sizeof *t);
-    memcpy(p->items, it, n * sizeof *it);
-    free(ord), free(t), free(it);
-    return 0;
-}
-
-/* Re-append key at the end with a u32 value, as gguf_set_val_u32 does (it
- * removes an existing key first, so the key moves to the end). */
-static int kv_append_u32(av_kvs *kv, const char *key, uint32_t v) {
-    av_kvs_remove(kv, key);
-    return av_kvs_set_u32(kv, key, v);
-}
-static int kv_append_str(av_kvs *kv, const char *key, const char *s) {
-    av_kvs_remove(kv, key);
-    return av_kvs_set_str(kv, key, s);
-}
-
-/* llama-quantize's metadata: the input's keys, then general.quantization_version,
- * general.file_type (moved to the end), split keys removed, imatrix keys last. */
-static int set_metadata(av_model *m, const q_ftype_info *ft, const char *imatrix_path, const q_imatrix *im,
-                        av_err *err) {
-    int rc = 0;
-    if ((rc = kv_append_u32(&m->kv, "general.quantization_version", Q_QNT_VERSION)) ||
-        (rc = kv_append_u32(&m->kv, "general.file_type", (uint32_t)ft->ftype)))
-        goto fail;
-    av_kvs_remove(&m->kv, "split.no");
-    av_kvs_remove(&m->kv, "split.count");
-    av_kvs_remove(&m->kv, "split.tensors.count");
-    if (im) {
-        if ((rc = kv_append_str(&m->kv, "quantize.imatrix.file", imatrix_path))) goto fail;
-        if (im->dataset && (rc = kv_append_str(&m->kv, "quantize.imatrix.dataset", im->dataset))) goto fail;
-        if ((rc = kv_append_u32(&m->kv, "quantize.imatrix.entries_count", (uint32_t)im->n))) goto fail;
-        if (im->chunk_count > 0 &&
-            (rc = kv_append_u32(&m->kv, "quantize.imatrix.chunks_count", (uint32_t)im->chunk_count)))
-            goto fail;
-    }
-    return 0;
-fail:
-    return av_errf(err, rc, "out of memory");
 }
 
 static double mib(uint64_t b) { return b / 1048576.0; }
@@ -247,104 +176,33 @@ int main(int argc, char **argv) {
     av_model *m = NULL;
     q_imatrix *im = NULL;
     q_plan plan = { 0 };
-    const char *efile = in; /* the file the error line names */
     double t0 = av_now();
     int rc;
-    if ((rc = gguf_read(in, &m, &err))) goto fail_raw;
-    if (imatrix_path && (rc = q_imatrix_read(imatrix_path, &im, &err))) goto fail_raw;
+    if ((rc = gguf_read(in, &m, &err))) goto fail;
+    if (imatrix_path && (rc = q_imatrix_read(imatrix_path, &im, &err))) goto fail;
 
-    q_plan_opts po = { .has_imatrix = im != NULL, .pure = pure, .leave_output = leave_output,
-                       .output_type = out_type, .token_embd_type = embd_type };
-    if ((rc = q_plan_model(m, ft, &po, &plan, &err))) goto fail;
-    /* llama.cpp's order from here on: checks name the tensor llama-quantize names */
-    if ((rc = reorder(m, &plan, &err))) goto fail;
-
-    /* every check before any work: requantization, imatrix sizes */
-    const float **weights = calloc(m->n_tensors ? m->n_tensors : 1, sizeof *weights);
-    if (!weights) { rc = av_errf(&err, AV_ENOMEM, "out of memory"); goto fail; }
-    size_t im_used = 0;
-    uint64_t in_bytes = 0, work_bytes = 0;
+    av_bar bar;
+    av_bar_init(&bar, quiet || as_json ? NULL : stderr, "quantize", 0);
+    q_model_opts qo = { .plan = { .pure = pure, .leave_output = leave_output, .output_type = out_type,
+                                  .token_embd_type = embd_type },
+                        .imatrix = im, .imatrix_path = imatrix_path, .allow_requantize = allow_requant,
+                        .progress = av_bar_update, .ud = &bar };
+    uint64_t in_bytes = 0;
     int64_t n_elem = 0;
     for (size_t i = 0; i < m->n_tensors; i++) {
-        const av_tensor *t = &m->tensors[i];
         int ok;
-        in_bytes += av_tensor_nbytes(t, &ok);
-        n_elem += av_tensor_nelements(t);
-        if (!plan.items[i].quantize) continue;
-        work_bytes += av_tensor_nbytes(t, &ok);
-        const av_dtype_traits *tr = av_dtype_traits_of(t->dtype);
-        if (tr && tr->is_quantized && !allow_requant) {
-            rc = av_errf(&err, AV_EUNSUPPORTED,
-                         "tensor '%s' is already %s: requantizing from type %s is disabled (--allow-requantize "
-                         "enables it, at a loss of quality)", t->name, tr->name, tr->name);
-            free(weights);
-            goto fail;
-        }
-        if (im) {
-            if ((rc = q_imatrix_for_tensor(im, t, &weights[i], &err))) {
-                efile = imatrix_path;
-                size_t l = strlen(err.msg);
-                snprintf(err.msg + l, sizeof err.msg - l, " (an imatrix for another model?)");
-                free(weights);
-                goto fail;
-            }
-            im_used += weights[i] != NULL;
-        }
+        in_bytes += av_tensor_nbytes(&m->tensors[i], &ok);
+        n_elem += av_tensor_nelements(&m->tensors[i]);
     }
-    if (im && im->n && !im_used) {
-        size_t nq = 0;
-        for (size_t i = 0; i < m->n_tensors; i++) nq += plan.items[i].quantize;
-        if (nq) {
-            efile = imatrix_path;
-            rc = av_errf(&err, AV_EFORMAT, "none of its %zu entries names a tensor of %s: imatrix made for another model",
-                         im->n, in);
-            free(weights);
-            goto fail;
-        }
-    }
-
-    av_dtype *from = malloc((m->n_tensors ? m->n_tensors : 1) * sizeof *from);
-    if (!from) { rc = av_errf(&err, AV_ENOMEM, "out of memory"); free(weights); goto fail; }
-    for (size_t i = 0; i < m->n_tensors; i++) from[i] = m->tensors[i].dtype;
-
-    /* quantize: each tensor into its own buffer (the output is held in memory) */
-    av_bar bar;
-    av_bar_init(&bar, quiet || as_json ? NULL : stderr, "quantize", work_bytes);
-    uint64_t done = 0;
-    for (size_t i = 0; i < m->n_tensors; i++) {
-        if (!plan.items[i].quantize) continue;
-        av_tensor *t = &m->tensors[i];
-        int ok;
-        uint64_t nb = av_tensor_nbytes(t, &ok);
-        void *data;
-        size_t nbytes;
-        if ((rc = q_quantize_tensor(t, plan.items[i].type, weights[i], &data, &nbytes, &err))) {
-            free(weights);
-            free(from);
-            goto fail;
-        }
-        free(t->owned);
-        t->owned = data;
-        t->data = data;
-        t->dtype = t->src_dtype = plan.items[i].type;
-        done += nb;
-        av_bar_update(&bar, done, work_bytes);
-    }
+    if ((rc = q_model_quantize(m, in, ft, &qo, &plan, &err))) goto fail;
     av_bar_done(&bar);
-    free(weights);
-
-    if ((rc = set_metadata(m, ft, imatrix_path, im, &err))) goto fail;
 
     uint64_t out_bytes = 0;
     for (size_t i = 0; i < m->n_tensors; i++) {
         int ok;
         out_bytes += av_tensor_nbytes(&m->tensors[i], &ok);
     }
-    efile = out;
-    if ((rc = gguf_write(m, out, NULL, NULL, &err))) {
-        free(from);
-        goto fail_raw;
-    }
+    if ((rc = gguf_write(m, out, NULL, NULL, &err))) goto fail;
     double secs = av_now() - t0;
     double bpw_in = n_elem ? in_bytes * 8.0 / n_elem : 0, bpw_out = n_elem ? out_bytes * 8.0 / n_elem : 0;
 
@@ -359,7 +217,7 @@ int main(int argc, char **argv) {
             for (int d = 0; d < t->n_dims; d++) json_array_append_new(shape, json_integer(t->shape[d]));
             int ok;
             json_t *e = json_pack("{s:s, s:s, s:s, s:o, s:I, s:b}", "name", t->name, "type",
-                                  av_dtype_name(t->dtype), "from", av_dtype_name(from[i]), "shape", shape, "bytes", (json_int_t)av_tensor_nbytes(t, &ok), "quantized",
+                                  av_dtype_name(t->dtype), "from", av_dtype_name(it->from), "shape", shape, "bytes", (json_int_t)av_tensor_nbytes(t, &ok), "quantized",
                                   it->quantize);
             if (it->warning) json_object_set_new(e, "fallback", json_string(it->warning));
             json_array_append_new(ts, e);
@@ -390,7 +248,7 @@ int main(int argc, char **argv) {
             int ok;
             if (it->warning) snprintf(note, sizeof note, "fallback");
             else if (it->quantize) snprintf(note, sizeof note, "quantized");
-            printf("%4zu  %-34s %-16s %-6s %-6s %12zu  %s\n", i + 1, t->name, shape, av_dtype_name(from[i]),
+            printf("%4zu  %-34s %-16s %-6s %-6s %12zu  %s\n", i + 1, t->name, shape, av_dtype_name(it->from),
                    av_dtype_name(t->dtype), av_tensor_nbytes(t, &ok), note);
         }
         printf("%s: %zu tensors, %zu quantized, %d fallback%s\n", ft->name, m->n_tensors, n_quant,
@@ -399,17 +257,12 @@ int main(int argc, char **argv) {
         printf("quant size: %8.2f MiB (%.2f bpw)\n", mib(out_bytes), bpw_out);
         fprintf(stderr, "anvil quantize: %s -> %s (%s) in %.2f s\n", in, out, ft->name, secs);
     }
-    free(from);
     q_plan_release(&plan);
     q_imatrix_free(im);
     av_model_free(m);
     return 0;
-fail:
-    fprintf(stderr, "anvil quantize: %s: %s\n", efile, err.msg);
-    goto cleanup;
-fail_raw: /* readers and writers already name the file */
+fail: /* every message names its file */
     fprintf(stderr, "anvil quantize: %s\n", err.msg);
-cleanup:
     q_plan_release(&plan);
     q_imatrix_free(im);
     av_model_free(m);

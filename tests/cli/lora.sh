@@ -15,16 +15,21 @@ ref() { $PY -c 'import json,sys; j=json.load(open(sys.argv[1])); print(eval(sys.
 ppl_of() { $PY -c 'import json,sys; print(json.loads(sys.argv[1])["ppl"])' "$1" 2>/dev/null; }
 close() { $PY -c 'import sys; a,b,t=map(float,sys.argv[1:]); sys.exit(0 if abs(a-b) <= t*b else 1)' "$@"; }
 
+# peak resident memory (KiB) of a command, into HWM; empty without GNU time
+HAVE_TIME=0; [ -x /usr/bin/time ] && /usr/bin/time -f %M -o /dev/null true 2>/dev/null && HAVE_TIME=1
+grep -qa __asan_init "$BIN/anvil-eval" && HAVE_TIME=0 # ASan's shadow memory swamps RSS
+timed() { HWM=; if [ $HAVE_TIME = 1 ]; then run /usr/bin/time -f %M -o "$TMP/.hwm" "$@"; HWM=$(tail -1 "$TMP/.hwm"); else run "$@"; fi; }
+
 want=$(ref 'j["ppl_with_adapter"]["ppl"]')
-run "$BIN/anvil" eval perplexity "$BASE" --lora "$AD" --text "$L/shakespeare-eval.txt" -c 256 --json -q
-p_lora=$(ppl_of "$OUT")
-check "eval perplexity --lora: PPL $p_lora = llama.cpp's $want within 0.1 %" close "${p_lora:-0}" "$want" 0.001
+timed "$BIN/anvil" eval perplexity "$BASE" --lora "$AD" --text "$L/shakespeare-eval.txt" -c 256 --json -q
+p_lora=$(ppl_of "$OUT"); hwm_f32=$HWM
+check "eval perplexity --lora (applied at run time): PPL $p_lora = llama.cpp's $want within 0.1 %" close "${p_lora:-0}" "$want" 0.001
 
 run "$BIN/anvil" lora merge "$BASE" "$AD" -o "$TMP/merged.gguf" -q
 check "lora merge exits 0" [ "$RC" -eq 0 -a -s "$TMP/merged.gguf" ]
 run "$BIN/anvil" eval perplexity "$TMP/merged.gguf" --text "$L/shakespeare-eval.txt" -c 256 --json -q
 p_merged=$(ppl_of "$OUT")
-check "  the merge's PPL ($p_merged) equals --lora's ($p_lora)" [ -n "$p_merged" -a "$p_merged" = "$p_lora" ]
+check "  the merge's PPL ($p_merged) equals --lora's ($p_lora) within 1e-6" close "${p_merged:-0}" "${p_lora:-1}" 1e-6
 for i in 0 1; do
   prompt=$(ref "j['greedy_merged'][$i]['prompt']")
   [ "$i" -eq 1 ] && prompt=$'First Citizen:\n'
@@ -37,6 +42,33 @@ done
 g0=$("$BIN/anvil" run "$BASE" -p "Once upon" -n 20 --temp 0 2>/dev/null)
 g1=$("$BIN/anvil" run "$BASE" --lora "$AD:0" -p "Once upon" -n 20 --temp 0 2>/dev/null)
 check "--lora ADAPTER:0 generates what the base does" [ -n "$g0" -a "$g0" = "$g1" ]
+g2=$("$BIN/anvil" run "$BASE" --lora "$AD" -p "ROMEO:" -n 60 --temp 0 2>/dev/null)
+g3=$("$BIN/anvil" run "$BASE" --lora "$AD:0.25" --lora "$AD:0.75" -p "ROMEO:" -n 60 --temp 0 2>/dev/null)
+check "two adapters at once add up: A:0.25 + A:0.75 generates what A does" [ -n "$g2" -a "$g2" = "$g3" ]
+
+# a quantized base: the adapter runs beside the Q8_0 blocks (nothing dequantized)
+"$BIN/anvil" quantize "$BASE" "$TMP/q8.gguf" q8_0 -q >/dev/null 2>&1
+run "$BIN/anvil" lora merge "$BASE" "$AD" -o "$TMP/merged-q8.gguf" --outtype q8_0 -q
+check "lora merge --outtype q8_0 exits 0" [ "$RC" -eq 0 -a -s "$TMP/merged-q8.gguf" ]
+"$BIN/anvil" quantize "$TMP/merged.gguf" "$TMP/merged-then-q8.gguf" q8_0 -q >/dev/null 2>&1
+check "  byte-identical to merge-to-f32 followed by anvil quantize q8_0" cmp -s "$TMP/merged-q8.gguf" "$TMP/merged-then-q8.gguf"
+run "$BIN/anvil" lora merge "$BASE" "$AD" -o "$TMP/merged-q4km.gguf" --outtype Q4_K_M -q
+"$BIN/anvil" quantize "$TMP/merged.gguf" "$TMP/merged-then-q4km.gguf" q4_k_m -q >/dev/null 2>&1
+check "  --outtype Q4_K_M likewise (the mix's per-tensor types)" cmp -s "$TMP/merged-q4km.gguf" "$TMP/merged-then-q4km.gguf"
+EV=(--text "$L/shakespeare-eval.txt" -c 256 --chunks 64 --json -q)
+timed "$BIN/anvil" eval perplexity "$TMP/q8.gguf" --lora "$AD" "${EV[@]}"
+p_q8=$(ppl_of "$OUT"); hwm_q8_lora=$HWM
+run "$BIN/anvil" eval perplexity "$TMP/merged-q8.gguf" "${EV[@]}"
+p_mq8=$(ppl_of "$OUT")
+check "Q8_0 base --lora (64 chunks): PPL $p_q8 close to the merged-then-quantized model's $p_mq8 (0.1 %)" close "${p_q8:-0}" "${p_mq8:-1}" 0.001
+if [ $HAVE_TIME = 1 ]; then
+  timed "$BIN/anvil" eval perplexity "$TMP/q8.gguf" "${EV[@]}"
+  hwm_q8=$HWM
+  check "  peak RSS stays near the quantized model's: ${hwm_q8_lora} KiB with the adapter, ${hwm_q8} KiB without, ${hwm_f32} KiB for f32 + adapter" \
+    bash -c '[ $(($1 - $2)) -lt 3072 ] && [ $(($3 - $1)) -gt 6144 ]' _ "$hwm_q8_lora" "$hwm_q8" "$hwm_f32"
+else
+  echo "# SKIP peak RSS check: no GNU time at /usr/bin/time, or a sanitizer build — not counted as a pass"
+fi
 
 if [ -x "$LLAMA_DIR/llama-export-lora" ] && [ -x "$LLAMA_DIR/llama-simple" ]; then
   "$LLAMA_DIR/llama-export-lora" -m "$BASE" --lora "$AD" -o "$TMP/llama-merged.gguf" >/dev/null 2>&1
@@ -126,3 +158,11 @@ check "lora --help exits 0 and lists merge and convert" bash -c '[ "$1" -eq 0 ] 
 run "$BIN/anvil" lora
 check "lora without a command exits 2" [ "$RC" -eq 2 ]
 expect_fail "merge without -o (usage)" "-o" 2 "$BIN/anvil" lora merge "$BASE" "$AD"
+expect_fail "merge --outtype q9_9 (usage)" "q9_9" 2 "$BIN/anvil" lora merge "$BASE" "$AD" -o "$TMP/x.gguf" --outtype q9_9
+expect_fail "merge --outtype q8_0 into safetensors (usage: no block types)" "q8_0" 2 \
+  "$BIN/anvil" lora merge "$BASE" "$AD" -o "$TMP/x.safetensors" --outtype q8_0
+check "  nothing written" [ ! -e "$TMP/x.gguf" -a ! -e "$TMP/x.safetensors" ]
+for t in run eval lora; do
+  run "$BIN/anvil" $t --help
+  check "$t --help says adapters are applied at run time" grep -q "at run time" <<<"$OUT"
+done
