@@ -23,6 +23,7 @@ static void usage(FILE *f) {
     fprintf(f,
             "usage: anvil convert IN OUT [--outtype f32|f16|bf16] [--tokenizer FILE] [--config FILE]\n"
             "                            [--key K] [--hf-folder] [--opset N] [--kv-cache] [--external-data]\n"
+            "                            [--int8 sym|asym]\n"
             "                            [--json] [-q]\n"
             "\n"
             "Convert a model between formats, chosen by file extension:\n"
@@ -44,6 +45,8 @@ static void usage(FILE *f) {
             "  --opset N          .onnx output: ai.onnx opset (default 17)\n"
             "  --kv-cache         .onnx output: past_key_values.N.key/value inputs, present.N.key/value outputs\n"
             "  --external-data    .onnx output: weights in OUT.data beside it (always past 2 GB)\n"
+            "  --int8 sym|asym    .onnx output: weight matrices as int8 (sym, zero point 0) or uint8 (asym)\n"
+            "                     per output channel, each through a DequantizeLinear; norms stay f32\n"
             "  --json             print a JSON summary on stdout\n"
             "  -q, --quiet        no progress output\n"
             "  -h, --help\n"
@@ -146,6 +149,15 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--hf-folder")) hf_folder = 1;
         else if (!strcmp(a, "--kv-cache")) oo.kv_cache = 1;
         else if (!strcmp(a, "--external-data")) oo.external = 1;
+        else if (!strcmp(a, "--int8")) {
+            const char *v = i + 1 < argc ? argv[i + 1] : "";
+            if (strcmp(v, "sym") && strcmp(v, "asym")) {
+                fprintf(stderr, "anvil convert: --int8 needs sym or asym\n");
+                return 2;
+            }
+            oo.int8 = !strcmp(v, "asym") ? 2 : 1;
+            i++;
+        }
         else if (!strcmp(a, "--opset")) {
             if (i + 1 >= argc || av_parse_int(argv[i + 1], 13, ONNX_MAX_OPSET, &oo.opset)) {
                 fprintf(stderr, "anvil convert: --opset needs a number from 13 to %d\n", ONNX_MAX_OPSET);
@@ -222,8 +234,8 @@ int main(int argc, char **argv) {
     if (tokf && in_fmt != AV_FMT_LLAMA2C && (rc = embed_tokenizer(m, tokf, &err))) goto fail;
 
     /* HF names -> GGUF names and layout (for GGUF and HF-folder outputs, or when --config says so) */
-    if ((oo.opset || oo.kv_cache || oo.external) && kind != OUT_ONNX) {
-        fprintf(stderr, "anvil convert: --opset, --kv-cache and --external-data apply to .onnx output only\n");
+    if ((oo.opset || oo.kv_cache || oo.external || oo.int8) && kind != OUT_ONNX) {
+        fprintf(stderr, "anvil convert: --opset, --kv-cache, --external-data and --int8 apply to .onnx output only\n");
         av_model_free(m);
         return 2;
     }

@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "onnx_impl.h"
+#include "quant.h"
 #include "st_json.h"
 
 #define EXT_LIMIT ((uint64_t)2000 << 20) /* protobuf's 2 GB message limit, with room for the graph */
@@ -187,64 +188,129 @@ typedef struct wctx {
     av_out *ext;          /* external data file, or NULL for inline */
     const char *ext_name; /* its location, relative to the model */
     int64_t hd;
+    int int8;             /* 0 float32, 1 int8 sym, 2 uint8 asym (matrices only) */
     av_err *err;
 } wctx;
 
+/* Attach nbytes at p (malloc'd, ownership taken) to initializer ti: written
+ * to the external file at a 4096-aligned offset (then freed), or inline. */
+static int put_data(ob *b, wctx *w, Onnx__TensorProto *ti, void *p, size_t nb) {
+    int rc = 0;
+    if (!w->ext) {
+        if (push(b, &b->allocs, &b->n_allocs, &b->cap_allocs, p)) { free(p); return av_errf(w->err, AV_ENOMEM, "%s: out of memory", w->path); }
+        ti->raw_data.data = (uint8_t *)p;
+        ti->raw_data.len = nb;
+        return 0;
+    }
+    uint64_t pad = (4096 - w->ext->pos % 4096) % 4096, off = 0;
+    if (!(rc = av_out_zeros(w->ext, pad, w->err))) {
+        off = w->ext->pos;
+        rc = av_out_write(w->ext, p, nb, w->err);
+    }
+    free(p);
+    if (rc) return rc;
+    ti->has_raw_data = 0;
+    ti->has_data_location = 1;
+    ti->data_location = ONNX__TENSOR_PROTO__DATA_LOCATION__EXTERNAL;
+    ti->external_data = al(b, 3 * sizeof *ti->external_data);
+    const char *keys[3] = { "location", "offset", "length" };
+    char vals[3][32];
+    snprintf(vals[1], sizeof vals[1], "%llu", (unsigned long long)off);
+    snprintf(vals[2], sizeof vals[2], "%zu", nb);
+    for (int k = 0; k < 3 && ti->external_data; k++) {
+        Onnx__StringStringEntryProto *e = al(b, sizeof *e);
+        if (!e) break;
+        onnx__string_string_entry_proto__init(e);
+        e->key = sdup(b, keys[k]);
+        e->value = sdup(b, k ? vals[k] : w->ext_name);
+        ti->external_data[ti->n_external_data++] = e;
+    }
+    return b->oom ? av_errf(w->err, AV_ENOMEM, "%s: out of memory", w->path) : 0;
+}
+
+/* GGUF row r of a q/k matrix (n_head > 0) -> its HF rotate_half row; else r. */
+static int64_t hf_row(int64_t r, int64_t R, int64_t n_head) {
+    if (n_head <= 0) return r;
+    int64_t hd = R / n_head, half = hd / 2; /* row r = head h, pair j, member s -> h*hd + s*half + j */
+    return (r / hd) * hd + (r % 2) * half + (r % hd) / 2;
+}
+
+/* Per-output-channel int8 of f [R, C] (GGUF rows = output channels) as
+ * initializers NAME (int8/uint8), NAME.scale (f32 [R]), NAME.zero_point
+ * ([R], 0 for sym) and a DequantizeLinear on the channel axis whose output
+ * (NAME/dequant, float32) is what the graph uses: axis 1 of [C, R] when
+ * transposed for MatMul, axis 0 of the [R, C] embedding. */
+static int add_int8(ob *b, wctx *w, const char *name, const float *f, int64_t R, int64_t C, int64_t n_head, int transpose,
+                    char *ref, size_t refn) {
+    const int asym = w->int8 == 2;
+    const int32_t qt = asym ? 2 : 3; /* ONNX UINT8 / INT8 */
+    uint8_t *q = malloc((size_t)(R * C)), *oq = transpose ? malloc((size_t)(R * C)) : NULL;
+    float *sc = malloc((size_t)R * sizeof *sc), *osc = malloc((size_t)R * sizeof *osc);
+    uint8_t *zp = calloc((size_t)R, 1), *ozp = calloc((size_t)R, 1);
+    int rc = 0;
+    if (!q || (transpose && !oq) || !sc || !osc || !zp || !ozp) { rc = av_errf(w->err, AV_ENOMEM, "%s: out of memory", w->path); goto done; }
+    q_int8_rows(f, R, C, asym, q, sc, asym ? zp : NULL);
+    for (int64_t r = 0; r < R; r++) {
+        int64_t col = hf_row(r, R, n_head);
+        osc[col] = sc[r];
+        ozp[col] = zp[r];
+        if (transpose) for (int64_t c = 0; c < C; c++) oq[c * R + col] = q[r * C + c];
+    }
+    if (transpose) { free(q); q = oq; oq = NULL; }
+    char nm[128];
+    int64_t dims[2] = { transpose ? C : R, transpose ? R : C }, rd[1] = { R };
+    Onnx__TensorProto *tq = init_raw(b, name, qt, dims, 2, NULL, 0);
+    snprintf(nm, sizeof nm, "%s.scale", name);
+    Onnx__TensorProto *ts = init_raw(b, nm, 1, rd, 1, NULL, 0);
+    snprintf(nm, sizeof nm, "%s.zero_point", name);
+    Onnx__TensorProto *tz = init_raw(b, nm, qt, rd, 1, NULL, 0);
+    if (!tq || !ts || !tz) { rc = av_errf(w->err, AV_ENOMEM, "%s: out of memory", w->path); goto done; }
+    rc = put_data(b, w, tq, q, (size_t)(R * C)); /* put_data owns the buffer from here */
+    q = NULL;
+    if (!rc) { rc = put_data(b, w, ts, osc, (size_t)R * sizeof *osc); osc = NULL; }
+    if (!rc) { rc = put_data(b, w, tz, ozp, (size_t)R); ozp = NULL; }
+    if (rc) goto done;
+    char sn[128];
+    snprintf(sn, sizeof sn, "%s.scale", name);
+    nd(b, "DequantizeLinear", name, sn, nm, NULL);
+    attr_i(b, "axis", transpose ? 1 : 0);
+    snprintf(ref, refn, "%s/dequant", name);
+    if (b->n_nodes) b->nodes[b->n_nodes - 1]->output[0] = sdup(b, ref);
+done:
+    free(q), free(oq), free(sc), free(osc), free(zp), free(ozp);
+    return b->oom && !rc ? av_errf(w->err, AV_ENOMEM, "%s: out of memory", w->path) : rc;
+}
+
 /* Tensor as float32, matrices transposed from GGUF's [out, in] to [in, out]
  * (MatMul's right operand) unless !transpose; q/k rows (n_head > 0) regrouped
- * into HF rotate_half order on the way. 1-D: copied. */
-static int add_weight(ob *b, wctx *w, const char *name, int64_t n_head, int transpose) {
+ * into HF rotate_half order on the way. 1-D: copied. With w->int8, matrices
+ * go through add_int8. *ref (refn bytes) gets the value name the graph uses. */
+static int add_weight(ob *b, wctx *w, const char *name, int64_t n_head, int transpose, char *ref, size_t refn) {
     const av_tensor *t = av_model_find(w->m, name);
     if (!t) return av_errf(w->err, AV_EFORMAT, "%s: no tensor '%s'", w->path, name);
     if (t->n_dims < 1 || t->n_dims > 2 || !av_can_convert(t->src_dtype, AV_F32))
         return av_errf(w->err, AV_EUNSUPPORTED, "%s: tensor '%s' (%s, %d dims) cannot be exported as float32", w->path, name,
                        av_dtype_name(t->src_dtype), t->n_dims);
+    snprintf(ref, refn, "%s", name);
     int64_t R = t->shape[0], C = t->n_dims == 2 ? t->shape[1] : 1, ne = R * C;
-    float *f = malloc((size_t)ne * sizeof *f), *o = malloc((size_t)ne * sizeof *o);
+    float *f = malloc((size_t)ne * sizeof *f), *o = NULL;
     int rc = 0;
-    if (!f || !o) { rc = av_errf(w->err, AV_ENOMEM, "%s: out of memory", w->path); goto done; }
+    if (!f) { rc = av_errf(w->err, AV_ENOMEM, "%s: out of memory", w->path); goto done; }
     if ((rc = av_convert(t->data, t->src_dtype, f, AV_F32, ne, w->err))) goto done;
+    if (w->int8 && t->n_dims == 2) { rc = add_int8(b, w, name, f, R, C, n_head, transpose, ref, refn); goto done; }
+    if (!(o = malloc((size_t)ne * sizeof *o))) { rc = av_errf(w->err, AV_ENOMEM, "%s: out of memory", w->path); goto done; }
     if (t->n_dims == 1 || !transpose) memcpy(o, f, (size_t)ne * sizeof *f);
-    else {
-        int64_t hd = n_head > 0 ? R / n_head : 0, half = hd / 2;
+    else
         for (int64_t r = 0; r < R; r++) {
-            int64_t col = r; /* GGUF row r = head h, pair j, member s -> HF row h*hd + s*half + j */
-            if (n_head > 0) col = (r / hd) * hd + (r % 2) * half + (r % hd) / 2;
+            int64_t col = hf_row(r, R, n_head);
             for (int64_t c = 0; c < C; c++) o[c * R + col] = f[r * C + c];
         }
-    }
     int64_t dims[2] = { C, R };
     if (t->n_dims == 1 || !transpose) { dims[0] = R; dims[1] = C; }
     Onnx__TensorProto *ti = init_raw(b, name, 1, dims, (size_t)t->n_dims, NULL, 0);
     if (!ti) { rc = av_errf(w->err, AV_ENOMEM, "%s: out of memory", w->path); goto done; }
-    size_t nb = (size_t)ne * sizeof(float);
-    if (w->ext) { /* write now, free now: the proto keeps only the reference */
-        uint64_t pad = (4096 - w->ext->pos % 4096) % 4096, off;
-        if ((rc = av_out_zeros(w->ext, pad, w->err))) goto done;
-        off = w->ext->pos;
-        if ((rc = av_out_write(w->ext, o, nb, w->err))) goto done;
-        ti->has_raw_data = 0;
-        ti->has_data_location = 1;
-        ti->data_location = ONNX__TENSOR_PROTO__DATA_LOCATION__EXTERNAL;
-        ti->external_data = al(b, 3 * sizeof *ti->external_data);
-        const char *keys[3] = { "location", "offset", "length" };
-        char vals[3][32];
-        snprintf(vals[1], sizeof vals[1], "%llu", (unsigned long long)off);
-        snprintf(vals[2], sizeof vals[2], "%zu", nb);
-        for (int k = 0; k < 3 && ti->external_data; k++) {
-            Onnx__StringStringEntryProto *e = al(b, sizeof *e);
-            if (!e) break;
-            onnx__string_string_entry_proto__init(e);
-            e->key = sdup(b, keys[k]);
-            e->value = sdup(b, k ? vals[k] : w->ext_name);
-            ti->external_data[ti->n_external_data++] = e;
-        }
-    } else {
-        if (push(b, &b->allocs, &b->n_allocs, &b->cap_allocs, o)) { rc = av_errf(w->err, AV_ENOMEM, "%s: out of memory", w->path); goto done; }
-        ti->raw_data.data = (uint8_t *)o;
-        ti->raw_data.len = nb;
-        o = NULL;
-    }
+    rc = put_data(b, w, ti, o, (size_t)ne * sizeof(float));
+    o = NULL;
 done:
     free(f);
     free(o);
@@ -377,23 +443,24 @@ static int build_graph(ob *b, wctx *w, const hp *h, const onnx_write_opts *o, On
     const char *mask = nd(b, "Where", future, "const.neg_inf", "const.zero_f", NULL); /* [T, S] */
 
     snprintf(b->scope, sizeof b->scope, "/embed");
-    if ((rc = add_weight(b, w, "token_embd.weight", 0, 0))) return rc; /* Gather rows: [vocab, dim] */
-    const char *x = nd(b, "Gather", "token_embd.weight", "input_ids", NULL);
+    char embd[64];
+    if ((rc = add_weight(b, w, "token_embd.weight", 0, 0, embd, sizeof embd))) return rc; /* Gather rows: [vocab, dim] */
+    const char *x = nd(b, "Gather", embd, "input_ids", NULL);
 
     static const int64_t p0213[4] = { 0, 2, 1, 3 }, p0132[4] = { 0, 1, 3, 2 };
     for (int l = 0; l < h->L; l++) {
         snprintf(b->scope, sizeof b->scope, "/blk.%d/attn", l);
         static const char *const wn[] = { "attn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "ffn_norm", "ffn_gate", "ffn_up", "ffn_down" };
-        char wname[9][48];
+        char wname[9][48], wref[9][64];
         for (int k = 0; k < 9; k++) {
             snprintf(wname[k], sizeof wname[k], "blk.%d.%s.weight", l, wn[k]);
             int64_t heads = k == 1 ? h->H : k == 2 ? h->Hkv : 0;
-            if ((rc = add_weight(b, w, wname[k], heads, 1))) return rc;
+            if ((rc = add_weight(b, w, wname[k], heads, 1, wref[k], sizeof wref[k]))) return rc;
         }
-        const char *n = rmsnorm(b, x, wname[0]);
-        const char *q = transpose(b, nd(b, "Reshape", nd(b, "MatMul", n, wname[1], NULL), "const.q_shape", NULL), p0213, 4);
-        const char *k = transpose(b, nd(b, "Reshape", nd(b, "MatMul", n, wname[2], NULL), "const.kv_shape", NULL), p0213, 4);
-        const char *v = transpose(b, nd(b, "Reshape", nd(b, "MatMul", n, wname[3], NULL), "const.kv_shape", NULL), p0213, 4);
+        const char *n = rmsnorm(b, x, wref[0]);
+        const char *q = transpose(b, nd(b, "Reshape", nd(b, "MatMul", n, wref[1], NULL), "const.q_shape", NULL), p0213, 4);
+        const char *k = transpose(b, nd(b, "Reshape", nd(b, "MatMul", n, wref[2], NULL), "const.kv_shape", NULL), p0213, 4);
+        const char *v = transpose(b, nd(b, "Reshape", nd(b, "MatMul", n, wref[3], NULL), "const.kv_shape", NULL), p0213, 4);
         const char *rq[2] = { q, k };
         for (int r = 0; r < 2; r++) { /* x*cos + rotate_half(x)*sin */
             const char *x1 = nd(b, "Slice", rq[r], "const.ax0", "const.half", "const.ax3", NULL);
@@ -422,21 +489,22 @@ static int build_graph(ob *b, wctx *w, const hp *h, const onnx_write_opts *o, On
         const char *pr = nd(b, "Softmax", nd(b, "Add", sc, mask, NULL), NULL);
         attr_i(b, "axis", -1);
         const char *at = nd(b, "Reshape", transpose(b, nd(b, "MatMul", pr, v, NULL), p0213, 4), "const.o_shape", NULL);
-        x = nd(b, "Add", x, nd(b, "MatMul", at, wname[4], NULL), NULL);
+        x = nd(b, "Add", x, nd(b, "MatMul", at, wref[4], NULL), NULL);
         snprintf(b->scope, sizeof b->scope, "/blk.%d/ffn", l);
-        n = rmsnorm(b, x, wname[5]);
-        const char *gt = nd(b, "MatMul", n, wname[6], NULL);
-        const char *act = nd(b, "Mul", nd(b, "Mul", gt, nd(b, "Sigmoid", gt, NULL), NULL), nd(b, "MatMul", n, wname[7], NULL), NULL);
-        x = nd(b, "Add", x, nd(b, "MatMul", act, wname[8], NULL), NULL);
+        n = rmsnorm(b, x, wref[5]);
+        const char *gt = nd(b, "MatMul", n, wref[6], NULL);
+        const char *act = nd(b, "Mul", nd(b, "Mul", gt, nd(b, "Sigmoid", gt, NULL), NULL), nd(b, "MatMul", n, wref[7], NULL), NULL);
+        x = nd(b, "Add", x, nd(b, "MatMul", act, wref[8], NULL), NULL);
     }
     snprintf(b->scope, sizeof b->scope, "/head");
-    if ((rc = add_weight(b, w, "output_norm.weight", 0, 1))) return rc;
-    const char *n = rmsnorm(b, x, "output_norm.weight"), *wout = "output.weight";
+    char onorm[64], oref[64];
+    if ((rc = add_weight(b, w, "output_norm.weight", 0, 1, onorm, sizeof onorm))) return rc;
+    const char *n = rmsnorm(b, x, onorm), *wout = oref;
     if (av_model_find(w->m, "output.weight")) {
-        if ((rc = add_weight(b, w, "output.weight", 0, 1))) return rc;
+        if ((rc = add_weight(b, w, "output.weight", 0, 1, oref, sizeof oref))) return rc;
     } else { /* tied classifier: the embedding, transposed at run time */
         static const int64_t p10[2] = { 1, 0 };
-        wout = transpose(b, "token_embd.weight", p10, 2);
+        wout = transpose(b, embd, p10, 2);
     }
     nd(b, "MatMul", n, wout, NULL);
     b->nodes[b->n_nodes - 1]->output[0] = "logits";
@@ -499,7 +567,6 @@ int onnx_write(const av_model *m, const char *path, const onnx_write_opts *opts,
     if (!o.opset) o.opset = 17;
     if (o.opset < 13 || o.opset > ONNX_MAX_OPSET)
         return av_errf(err, AV_EUNSUPPORTED, "%s: opset %d: anvil exports opsets 13 to %d", path, o.opset, ONNX_MAX_OPSET);
-    if (o.int8) return av_errf(err, AV_EUNSUPPORTED, "%s: --int8 export is not implemented yet", path);
     hp h = { 0 };
     int rc = hparams(m, path, &h, err);
     if (rc) return rc;
@@ -508,7 +575,7 @@ int onnx_write(const av_model *m, const char *path, const onnx_write_opts *opts,
     ob b = { .opset = o.opset };
     av_out *mo = NULL;
     char *ext_path = NULL;
-    wctx w = { .m = m, .path = path, .hd = h.hd, .err = err };
+    wctx w = { .m = m, .path = path, .hd = h.hd, .int8 = o.int8, .err = err };
     if (o.external || total > EXT_LIMIT) {
         const char *base = strrchr(path, '/');
         size_t n = strlen(path) + 8;

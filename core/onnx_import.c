@@ -165,16 +165,26 @@ static int64_t shape_last(gx *x, int v, int depth) {
     return -1;
 }
 
+/* The initializer behind v: v itself, or the quantized data of a
+ * DequantizeLinear of an initializer (anvil's --int8 export, QDQ graphs);
+ * add_weight dequantizes it. NULL otherwise. */
+static const Onnx__TensorProto *weight_init(gx *x, int v) {
+    if (is_init(x, v)) return const_of(x, v);
+    int p = v >= 0 ? x->prod[v] : -1;
+    if (p >= 0 && IS(x, p, "DequantizeLinear") && is_init(x, in_id(x, p, 0))) return const_of(x, in_id(x, p, 0));
+    return NULL;
+}
+
 /* A weight feeding a MatMul as B: an initializer [in, out], or Transpose of an
- * initializer [out, in] (transposed=1). */
+ * initializer [out, in] (transposed=1); either possibly through a DequantizeLinear. */
 static const Onnx__TensorProto *weight_of(gx *x, int v, int *transposed) {
     *transposed = 0;
-    if (is_init(x, v)) { const Onnx__TensorProto *t = const_of(x, v); return t && t->n_dims == 2 ? t : NULL; }
+    const Onnx__TensorProto *t = weight_init(x, v);
+    if (t) return t->n_dims == 2 ? t : NULL;
     int p = v >= 0 ? x->prod[v] : -1;
-    if (p >= 0 && IS(x, p, "Transpose") && is_init(x, in_id(x, p, 0))) {
-        const Onnx__TensorProto *t = const_of(x, in_id(x, p, 0));
+    if (p >= 0 && IS(x, p, "Transpose") && (t = weight_init(x, in_id(x, p, 0)))) {
         *transposed = 1;
-        return t && t->n_dims == 2 ? t : NULL;
+        return t->n_dims == 2 ? t : NULL;
     }
     return NULL;
 }
@@ -283,8 +293,56 @@ static int rmsnorm(gx *x, int h, const Onnx__TensorProto **w, double *eps, int *
     return -1;
 }
 
+/* The DequantizeLinear taking initializer t as its data, or -1. */
+static int dq_consumer(gx *x, const Onnx__TensorProto *t) {
+    int v = t->name ? id_of(x, t->name) : -1;
+    for (int k = 0; k < nuses(x, v); k++)
+        if (IS(x, use_at(x, v, k).node, "DequantizeLinear") && use_at(x, v, k).slot == 0) return use_at(x, v, k).node;
+    return -1;
+}
+
+/* Float32 copy of int8/uint8 matrix q [R, C] dequantized as node dq says:
+ * (q - zero_point) * scale, per tensor or per channel along `axis`. anvil has
+ * no in-memory per-channel INT8 dtype (quantize --int8 is a file layout of
+ * three tensors), so weights come back as f32. *out is malloc'd. */
+static int dequantize(gx *x, int dq, const Onnx__TensorProto *q, const void *qd, float **out) {
+    const Onnx__TensorProto *s = const_of(x, in_id(x, dq, 1)), *z = const_of(x, in_id(x, dq, 2));
+    int64_t axis = 1, R = q->dims[0], C = q->dims[1];
+    for (size_t a = 0; a < NODE(x, dq)->n_attribute; a++) {
+        const Onnx__AttributeProto *at = NODE(x, dq)->attribute[a];
+        if (at->name && !strcmp(at->name, "axis")) axis = at->i;
+        if (at->name && !strcmp(at->name, "block_size") && at->i)
+            return fail_at(x, dq, "blocked DequantizeLinear (block_size) is not supported");
+    }
+    if (axis < 0) axis += 2;
+    int64_t ns = s ? onnx_tensor_nelem(s) : 0, nch = axis == 0 ? R : C;
+    if (!s || s->data_type != 1 || (ns != 1 && (axis < 0 || axis > 1 || ns != nch)))
+        return fail_at(x, dq, "scale is not a float32 initializer per tensor or per channel of a matrix");
+    if (z && (z->data_type != q->data_type || onnx_tensor_nelem(z) != ns))
+        return fail_at(x, dq, "zero point type or length differs from the data's and the scale's");
+    const void *sd, *zd = NULL;
+    size_t n;
+    void *so = NULL, *zo = NULL;
+    int rc = onnx_tensor_bytes(x->om, s, &sd, &n, &so, x->err);
+    if (!rc && z) rc = onnx_tensor_bytes(x->om, z, &zd, &n, &zo, x->err);
+    float *f = rc ? NULL : malloc((size_t)(R * C) * sizeof *f);
+    if (!rc && !f) rc = av_errf(x->err, AV_ENOMEM, "%s: out of memory", x->om->path);
+    for (int64_t i = 0; !rc && i < R; i++)
+        for (int64_t j = 0; j < C; j++) {
+            int64_t c = ns == 1 ? 0 : axis == 0 ? i : j;
+            int zp = !zd ? 0 : q->data_type == 3 ? ((const int8_t *)zd)[c] : ((const uint8_t *)zd)[c];
+            int v = q->data_type == 3 ? ((const int8_t *)qd)[i * C + j] : ((const uint8_t *)qd)[i * C + j];
+            f[i * C + j] = (float)(v - zp) * ((const float *)sd)[c];
+        }
+    free(so);
+    free(zo);
+    *out = f;
+    return rc;
+}
+
 /* Copy tensor t into m as `name` (GGUF shape), transposing a 2-D [in, out]
- * MatMul operand unless it is already [out, in]. */
+ * MatMul operand unless it is already [out, in]; int8/uint8 matrices behind
+ * a DequantizeLinear come out dequantized to f32. */
 static int add_weight(gx *x, av_model *m, const char *name, const Onnx__TensorProto *t, int transpose) {
     const onnx_dt *dt = onnx_dtype(t->data_type);
     if (!dt || dt->av < 0 || dt->size <= 0)
@@ -292,8 +350,18 @@ static int add_weight(gx *x, av_model *m, const char *name, const Onnx__TensorPr
     const void *d;
     size_t n;
     void *owned = NULL;
-    int rc = onnx_tensor_bytes(x->om, t, &d, &n, &owned, x->err);
+    int rc = onnx_tensor_bytes(x->om, t, &d, &n, &owned, x->err), dq;
     if (rc) return rc;
+    if ((t->data_type == 2 || t->data_type == 3) && t->n_dims == 2 && (dq = dq_consumer(x, t)) >= 0) {
+        float *f = NULL;
+        rc = dequantize(x, dq, t, d, &f);
+        free(owned);
+        if (rc) return rc;
+        owned = f;
+        d = f;
+        n = (size_t)onnx_tensor_nelem(t) * sizeof(float);
+        dt = onnx_dtype(1);
+    }
     uint8_t *buf = malloc(n ? n : 1);
     if (!buf) { free(owned); return av_errf(x->err, AV_ENOMEM, "%s: out of memory", x->om->path); }
     int64_t shape[2] = { t->n_dims ? t->dims[0] : 1, t->n_dims > 1 ? t->dims[1] : 1 };
@@ -426,8 +494,8 @@ static int walk_graph(gx *x, walk *w) {
         if (x->g->input[i]->name && !strcmp(x->g->input[i]->name, "input_ids")) ids = id_of(x, "input_ids");
     for (int k = 0; ids >= 0 && k < nuses(x, ids) && h < 0; k++) {
         use u = use_at(x, ids, k);
-        if (IS(x, u.node, "Gather") && u.slot == 1 && is_init(x, in_id(x, u.node, 0))) {
-            w->embd = const_of(x, in_id(x, u.node, 0));
+        if (IS(x, u.node, "Gather") && u.slot == 1 && weight_init(x, in_id(x, u.node, 0))) {
+            w->embd = weight_init(x, in_id(x, u.node, 0));
             h = out0(x, u.node);
         }
         if (at < 0 || IS(x, at, "Shape")) at = u.node; /* name a data consumer, not a shape query */
@@ -550,7 +618,9 @@ int onnx_to_model(const onnx_model *om, av_model **out, av_err *err) {
         int v = id_of(&x, t->name);
         if (used || t->n_dims < 2) continue;
         for (int k = 0; k < nuses(&x, v); k++) { /* a matrix multiplied somewhere is a weight (tables are gathered) */
-            int n = use_at(&x, v, k).node;
+            int n = use_at(&x, v, k).node, dv = IS(&x, n, "DequantizeLinear") ? out0(&x, n) : -1;
+            for (int j = 0; j < nuses(&x, dv); j++) /* through its DequantizeLinear */
+                if (!IS(&x, use_at(&x, dv, j).node, "Gather")) n = use_at(&x, dv, j).node;
             if (IS(&x, n, "MatMul") || IS(&x, n, "Gemm") || IS(&x, n, "Transpose")) {
                 rc = fail_at(&x, n, "uses a weight the Llama mapping does not account for");
                 goto fail;

@@ -226,3 +226,6 @@ bash "$(dirname "$0")/bench_train.sh" "$BIN"
 
 # anvil train --lora vs a PyTorch LoRA peer; peak RSS on a quantized base (issue: LoRA)
 bash "$(dirname "$0")/bench_lora.sh" "$BIN"
+
+# ONNX: export time, onnxruntime tokens/s beside anvil run on the exported model (issue: ONNX)
+bash "$(dirname "$0")/bench_onnx.sh" "$BIN"

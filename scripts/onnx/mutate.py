@@ -12,7 +12,8 @@ usage: mutate.py IN.onnx OUT.onnx KIND
   ext-link    first initializer external at link.bin (the test makes it a symlink out)
   overflow    an initializer with dims [2^40, 2^40, 2^40]
   deep        a graph of If nodes nested 200 deep
-  ext-ok      every initializer to external data weights.bin beside OUT"""
+  ext-ok      every initializer to external data weights.bin beside OUT
+  tie         (anvil's export) classifier output.weight replaced by a Transpose of token_embd.weight"""
 import sys
 import onnx
 from onnx import external_data_helper as ed
@@ -55,6 +56,11 @@ elif kind == 'deep':
         body = h.make_graph([node], 'g%d' % i, [], [out])
     g = h.make_graph(list(body.node), 'main', [h.make_tensor_value_info('cond', onnx.TensorProto.BOOL, [])], [out])
     m = h.make_model(g, opset_imports=[h.make_opsetid('', 17)])
+elif kind == 'tie':
+    i = next(i for i, n in enumerate(g.node) if 'output.weight' in n.input)
+    g.node[i].input[list(g.node[i].input).index('output.weight')] = 'tied_output'
+    g.node.insert(i, onnx.helper.make_node('Transpose', ['token_embd.weight'], ['tied_output'], name='/tie', perm=[1, 0]))
+    g.initializer.remove(next(t for t in g.initializer if t.name == 'output.weight'))
 elif kind == 'ext-ok':
     onnx.save_model(m, dst, save_as_external_data=True, all_tensors_to_one_file=True, location='weights.bin',
                     size_threshold=0)

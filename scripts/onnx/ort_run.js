@@ -4,7 +4,8 @@
 //   node ort_run.js MODEL.onnx --ids 1,2,3            -> {"logits": [[...T rows of vocab floats]]}
 //   node ort_run.js MODEL.onnx --ids 1 --greedy 32    -> {"ids": [...], "logprobs": [...]} (full re-run per step)
 //   ... --kv-cache: the greedy loop feeds present.N.* back as past_key_values.N.* (one token per step)
-//   --threads N (default 1)
+//   --threads N (default 1); --opt LEVEL: graph optimization disabled|basic|extended|all (default all;
+//   from 'extended' onnxruntime turns DequantizeLinear->MatMul into MatMulNBits with int8 activations)
 // Needs: npm install --ignore-scripts onnxruntime-node@1.30.0 (NODE_PATH or ANVIL_NODE_DIR/node_modules).
 'use strict';
 const path = require('path');
@@ -21,6 +22,7 @@ const ids0 = opt('--ids', '1').split(',').map(Number);
 const greedy = Number(opt('--greedy', '0'));
 const kv = args.includes('--kv-cache');
 const threads = Number(opt('--threads', '1'));
+const level = opt('--opt', 'all');
 
 function logsoftmax(row, k) {
   let m = -Infinity; for (const v of row) m = Math.max(m, v);
@@ -31,7 +33,7 @@ function argmax(row) { let b = 0; for (let i = 1; i < row.length; i++) if (row[i
 
 (async () => {
   const sess = await ort.InferenceSession.create(model, { intraOpNumThreads: threads, interOpNumThreads: 1,
-                                                          graphOptimizationLevel: 'all' });
+                                                          graphOptimizationLevel: level });
   const ids = t => new ort.Tensor('int64', BigInt64Array.from(t.map(BigInt)), [1, t.length]);
   const rows = (out, T) => { const V = out.dims[2], d = out.data, r = [];
                              for (let t = 0; t < T; t++) r.push(Array.from(d.subarray(t * V, (t + 1) * V))); return r; };

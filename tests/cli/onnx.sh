@@ -2,7 +2,8 @@
 # ONNX: anvil info on torch's stories260K.onnx; import (tensors byte-identical to the
 # llama2.c conversion, greedy text equal to llama.cpp's); export checked by onnx.checker
 # (Debian python3-onnx) and run in onnxruntime-node (logits within 1e-4 of PyTorch's,
-# --kv-cache greedy equal to anvil run); round trips; hostile and unmappable files.
+# --kv-cache greedy equal to anvil run); round trips; --int8 sym|asym (checker, size, top-1
+# agreement with f32 in onnxruntime over eval-text-small, import); hostile and unmappable files.
 # onnxruntime-node is installed here when missing (npm, --ignore-scripts); when that or
 # python3-onnx is unavailable the checks that need them FAIL (never skipped).
 . "$(dirname "$0")/lib.bash"
@@ -140,6 +141,70 @@ check "--external-data: imports back byte-identical" quiet $PY "$ROOT/scripts/on
 $ORT "$TMP/x/ext.onnx" --ids "$IDS" >"$TMP/ort_x.json" 2>/dev/null
 check "--external-data: onnxruntime loads it, same logits" quiet $PY "$ROOT/scripts/onnx/logits_diff.py" "$TMP/ort_x.json" "$TMP/ort.json" 0
 
+# --int8 sym|asym: per-channel int8/uint8 matrices through DequantizeLinear (stories-d256)
+D=$TMP/stories-d256-f32.onnx
+"$BIN/anvil-tokenizer" encode --tokenizer "$REF/stories-d256-f32.gguf" <"$REF/eval-text-small.txt" >"$TMP/eval-ids.txt"
+for q in sym asym; do
+  run "$CONV" "$REF/stories-d256-f32.gguf" "$TMP/d256-$q.onnx" --int8 $q -q
+  check "--int8 $q: export exits 0" [ "$RC" -eq 0 ]
+  check "--int8 $q: onnx.checker.check_model(full_check=True) passes" $PY -c '
+import onnx, sys; onnx.checker.check_model(onnx.load(sys.argv[1]), full_check=True)' "$TMP/d256-$q.onnx"
+  check "--int8 $q: matrices $([ $q = sym ] && echo int8 || echo uint8) per channel, norms float, 30 DequantizeLinear" $PY -c '
+import onnx, sys
+from onnx import numpy_helper as nh
+m = onnx.load(sys.argv[1]); qt = onnx.TensorProto.INT8 if sys.argv[2] == "sym" else onnx.TensorProto.UINT8
+I = {t.name: t for t in m.graph.initializer}
+dq = [n for n in m.graph.node if n.op_type == "DequantizeLinear"]
+assert len(dq) == 30, len(dq)
+for n in dq:
+    q, s, z = (I[i] for i in n.input); ax = [a.i for a in n.attribute if a.name == "axis"][0]
+    assert q.data_type == qt and z.data_type == qt and s.data_type == onnx.TensorProto.FLOAT
+    assert s.dims[0] == z.dims[0] == q.dims[ax] and ax == (0 if q.name == "token_embd.weight" else 1)
+    if sys.argv[2] == "sym": assert not nh.to_array(z).any()
+assert all(I[k].data_type == onnx.TensorProto.FLOAT for k in I if k.endswith("norm.weight"))' "$TMP/d256-$q.onnx" $q
+  S8=$(stat -c %s "$TMP/d256-$q.onnx"); S32=$(stat -c %s "$D")
+  check "--int8 $q: file $S8 bytes <= 30 % of the f32 export's $S32" [ $((S8 * 100)) -le $((S32 * 30)) ]
+  node "$ROOT/scripts/onnx/ort_top1.js" "$D" "$TMP/d256-$q.onnx" --ids-file "$TMP/eval-ids.txt" --ctx 128 >"$TMP/top1-$q.json" 2>"$TMP/top1-$q.err"
+  check "--int8 $q: onnxruntime top-1 agreement with f32 >= 95 % on eval-text-small ($(cat "$TMP/top1-$q.json" "$TMP/top1-$q.err" | head -c 200))" \
+    $PY -c 'import json, sys; d = json.load(open(sys.argv[1])); assert d["positions"] > 30000 and d["top1"] >= 0.95' "$TMP/top1-$q.json"
+  # import: dequantized to f32; checked against onnxruntime at 'basic' (from 'extended' it runs
+  # DequantizeLinear->MatMul as MatMulNBits with int8 activations, not the graph's exact math)
+  run "$CONV" "$TMP/d256-$q.onnx" "$TMP/d256-$q.gguf" -q
+  check "--int8 $q: imports back to GGUF (f32)" [ "$RC" -eq 0 ]
+  "$CONV" "$REF/stories-d256-f32.gguf" "$TMP/d256-$q-kv.onnx" --int8 $q --kv-cache -q 2>&1
+  "$BIN/anvil-run" "$TMP/d256-$q.gguf" -p "Once upon a time" -n 32 --temp 0 --json -q >"$TMP/d256-$q-run.json" 2>&1
+  P=$(python3 -c 'import json,sys; print(",".join(map(str, json.load(open(sys.argv[1]))["prompt_ids"])))' "$TMP/d256-$q-run.json")
+  $ORT "$TMP/d256-$q-kv.onnx" --ids "$P" --greedy 32 --kv-cache --opt basic >"$TMP/d256-$q-ort.json" 2>/dev/null
+  check "--int8 $q --kv-cache: 32 greedy ids in onnxruntime equal anvil run's on the import, logprobs within 1e-4" python3 -c '
+import json, sys
+d = json.load(open(sys.argv[1])); o = json.load(open(sys.argv[2]))
+assert d["ids"] == o["ids"], (d["ids"], o["ids"])
+assert max(abs(a - b) for a, b in zip(d["logprobs"], o["logprobs"])) < 1e-4' "$TMP/d256-$q-run.json" "$TMP/d256-$q-ort.json"
+done
+"$CONV" "$TMP/d256-sym.gguf" "$TMP/d256-sym-rt.onnx" --int8 sym -q 2>&1
+check "--int8 sym: ONNX -> GGUF -> ONNX --int8 sym writes the identical file" cmp -s "$TMP/d256-sym.onnx" "$TMP/d256-sym-rt.onnx"
+mkdir -p "$TMP/x8" && "$CONV" "$REF/stories-d256-f32.gguf" "$TMP/x8/m.onnx" --int8 asym --external-data -q 2>&1
+$ORT "$TMP/x8/m.onnx" --ids "$P" >"$TMP/x8.json" 2>/dev/null && $ORT "$TMP/d256-asym.onnx" --ids "$P" >"$TMP/x8i.json" 2>/dev/null
+check "--int8 asym --external-data: onnxruntime loads it, logits equal the inline file's" \
+  quiet $PY "$ROOT/scripts/onnx/logits_diff.py" "$TMP/x8.json" "$TMP/x8i.json" 0
+"$CONV" "$ONNX" "$TMP/t8.onnx" --int8 sym -q 2>&1
+$ORT "$TMP/t8.onnx" --ids "$IDS" >"$TMP/ort_t8.json" 2>/dev/null
+check "torch stories260K.onnx -> anvil --int8 sym: onnxruntime argmax equal to the f32 export's at >= 90 % of positions" \
+  $PY -c '
+import json, sys
+a = json.load(open(sys.argv[1]))["logits"]; b = json.load(open(sys.argv[2]))["logits"]
+agree = sum(max(range(len(x)), key=x.__getitem__) == max(range(len(y)), key=y.__getitem__) for x, y in zip(a, b))
+assert len(a) == len(b) > 0 and agree >= 0.9 * len(a), (agree, len(a))' "$TMP/ort_t8.json" "$TMP/ort.json"
+$PY "$ROOT/scripts/onnx/mutate.py" "$D" "$TMP/tie.onnx" tie && "$CONV" "$TMP/tie.onnx" "$TMP/tie.gguf" -q 2>&1 &&
+  "$CONV" "$TMP/tie.gguf" "$TMP/tie8.onnx" --int8 sym -q 2>&1 && "$CONV" "$TMP/tie8.onnx" "$TMP/tie8.gguf" -q 2>&1 &&
+  "$CONV" "$TMP/tie8.gguf" "$TMP/tie8f.onnx" -q 2>&1
+$ORT "$TMP/tie8.onnx" --ids "$P" --opt basic >"$TMP/tie8.json" 2>/dev/null; $ORT "$TMP/tie8f.onnx" --ids "$P" --opt basic >"$TMP/tie8f.json" 2>/dev/null
+check "--int8 tied classifier (Transpose of the embedding's DequantizeLinear): imports back tied, logits within 1e-4" bash -c \
+  '! "$0" "$1" | grep -qE "^  output\.weight" && "$2" "$3" "$4" "$5" 1e-4 >/dev/null' "$INFO" "$TMP/tie8.gguf" $PY \
+  "$ROOT/scripts/onnx/logits_diff.py" "$TMP/tie8.json" "$TMP/tie8f.json"
+
 # usage errors
+expect_fail "--int8 takes sym or asym" "--int8" 2 "$CONV" "$TMP/bin.gguf" "$TMP/y.onnx" --int8 int4
+expect_fail "--int8 with a non-ONNX output is a usage error" "onnx" 2 "$CONV" "$TMP/bin.gguf" "$TMP/y.safetensors" --int8 sym
 expect_fail "--opset out of range is a usage error" "--opset" 2 "$CONV" "$TMP/bin.gguf" "$TMP/y.onnx" --opset 5
 expect_fail "--kv-cache with a non-ONNX output is a usage error" "onnx" 2 "$CONV" "$TMP/bin.gguf" "$TMP/y.gguf" --kv-cache
