@@ -22,7 +22,7 @@ typedef struct tiny {
     Onnx__TensorProto t, *inits[1];
     Onnx__StringStringEntryProto ext[3], *exts[3];
     int64_t dims[3];
-    float data[6];
+    float data[8]; /* 6 used; room for the too-long raw_data case */
 } tiny;
 
 /* float32 initializer "w" [2, 3] with raw data, ai.onnx opset 17. */
@@ -52,7 +52,7 @@ static void tiny_init(tiny *x) {
     x->t.n_dims = 2;
     x->t.has_raw_data = 1;
     x->t.raw_data.data = (uint8_t *)x->data;
-    x->t.raw_data.len = sizeof x->data;
+    x->t.raw_data.len = 6 * sizeof(float);
     x->inits[0] = &x->t;
     x->g.initializer = x->inits;
     x->g.n_initializer = 1;
