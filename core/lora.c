@@ -151,12 +151,19 @@ static int check(const av_model *base, const lora_adapter *ad, av_err *err) {
     return 0;
 }
 
-int lora_attach(llm *l, const av_model *base, lora_adapter *const *ads, const float *scales, int n,
-                av_err *err) {
+/* Every adapter against the base before anything changes. */
+static int check_all(const av_model *base, lora_adapter *const *ads, int n, av_err *err) {
     for (int k = 0; k < n; k++) {
         int rc = check(base, ads[k], err);
         if (rc) return rc;
     }
+    return 0;
+}
+
+int lora_attach(llm *l, const av_model *base, lora_adapter *const *ads, const float *scales, int n,
+                av_err *err) {
+    int rc0 = check_all(base, ads, n, err);
+    if (rc0) return rc0;
     for (int k = 0; k < n; k++) {
         const lora_adapter *ad = ads[k];
         for (size_t i = 0; i < ad->n_pairs; i++) {
@@ -176,10 +183,8 @@ int lora_attach(llm *l, const av_model *base, lora_adapter *const *ads, const fl
 }
 
 int lora_merge(av_model *base, lora_adapter *const *ads, const float *scales, int n, av_err *err) {
-    for (int k = 0; k < n; k++) {
-        int rc = check(base, ads[k], err);
-        if (rc) return rc;
-    }
+    int rc0 = check_all(base, ads, n, err);
+    if (rc0) return rc0;
     for (int k = 0; k < n; k++) {
         const lora_adapter *ad = ads[k];
         for (size_t i = 0; i < ad->n_pairs; i++) {

@@ -92,14 +92,20 @@ Test(lora_train, zero_b_is_the_base_bit_for_bit) {
     av_model_free(src);
 }
 
-/* base with W' = W + s B A merged in, as a new av_model (views into src, merged tensors owned) */
-static av_model *merged(const av_model *src, const tr_model *lo, float s) {
+/* A new empty model with src's metadata. */
+static av_model *with_metadata_of(const av_model *src) {
     av_model *o = av_model_new();
     for (size_t i = 0; i < src->kv.n; i++) {
         av_value v;
         cr_assert_eq(av_value_copy(&v, &src->kv.items[i].val), 0);
         cr_assert_eq(av_kvs_set(&o->kv, src->kv.items[i].key, &v), 0);
     }
+    return o;
+}
+
+/* base with W' = W + s B A merged in, as a new av_model (views into src, merged tensors owned) */
+static av_model *merged(const av_model *src, const tr_model *lo, float s) {
+    av_model *o = with_metadata_of(src);
     for (size_t i = 0; i < src->n_tensors; i++) {
         const av_tensor *t = &src->tensors[i];
         char an[96];
@@ -187,12 +193,7 @@ Test(lora_train, gradients_equal_the_chain_rule_through_the_merged_model) {
 
 /* d256 with every matrix quantized to t (norms stay F32): owned buffers */
 static av_model *quantized(const av_model *src, av_dtype t) {
-    av_model *o = av_model_new();
-    for (size_t i = 0; i < src->kv.n; i++) {
-        av_value v;
-        cr_assert_eq(av_value_copy(&v, &src->kv.items[i].val), 0);
-        cr_assert_eq(av_kvs_set(&o->kv, src->kv.items[i].key, &v), 0);
-    }
+    av_model *o = with_metadata_of(src);
     for (size_t i = 0; i < src->n_tensors; i++) {
         const av_tensor *x = &src->tensors[i];
         if (x->n_dims != 2) {
