@@ -4,11 +4,13 @@
  * weights as float32 [in, out] initializers under their GGUF names (MatMul's
  * right operand, no Transpose at run time); q/k rows permuted into HF's
  * rotate_half order so RoPE is Slice/Neg/Concat with [ctx, head_dim] cos/sin
- * tables gathered by position (as torch.onnx exports HF Llama); GQA as
- * Unsqueeze/Expand/Reshape (HF repeat_kv); causal mask from Range/Greater/
- * Where; RMSNorm as Pow/ReduceMean/Add/Sqrt/Div/Mul; SiLU as Sigmoid*x.
+ * tables gathered by the position_ids input (as torch.onnx exports HF
+ * Llama); GQA as Unsqueeze/Expand/Reshape (HF repeat_kv); causal mask from
+ * Range/Greater/Where plus the attention_mask input as a padding bias;
+ * RMSNorm as Pow/ReduceMean/Add/Sqrt/Div/Mul; SiLU as Sigmoid*x.
  * GGUF metadata goes to metadata_props as "gguf:<key>" (the typed encoding
  * of st_json.h), so ONNX -> GGUF keeps the vocabulary. */
+#include <float.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -396,6 +398,7 @@ static int build_graph(ob *b, wctx *w, const hp *h, const onnx_write_opts *o, On
     c_f32(b, "const.scale", (float)(1.0 / sqrt((double)hd)));
     c_f32(b, "const.neg_inf", -INFINITY);
     c_f32(b, "const.zero_f", 0.0f);
+    c_f32(b, "const.min_f", -FLT_MAX);
     int64_t v0 = 0, v1 = 1, v2 = 2, v3 = 3, vm1 = -1, vh = half, vhd = hd;
     c_i64(b, "const.i0", &v0, 1, 1);
     c_i64(b, "const.i1", &v1, 1, 1);
@@ -405,6 +408,8 @@ static int build_graph(ob *b, wctx *w, const hp *h, const onnx_write_opts *o, On
     c_i64(b, "const.ax1", &v1, 1, 0);
     c_i64(b, "const.ax2", &v2, 1, 0);
     c_i64(b, "const.ax3", &v3, 1, 0);
+    const int64_t a12[2] = { 1, 2 };
+    c_i64(b, "const.ax12", a12, 2, 0);
     c_i64(b, "const.half", &vh, 1, 0);
     c_i64(b, "const.hd", &vhd, 1, 0);
     const int64_t qs[4] = { 0, 0, h->H, hd }, ks[4] = { 0, 0, h->Hkv, hd }, rs[5] = { 1, 1, rep, 1, 1 },
@@ -427,20 +432,28 @@ static int build_graph(ob *b, wctx *w, const hp *h, const onnx_write_opts *o, On
     init_raw(b, "rope.cos", 1, td, 2, ct, (size_t)(h->ctx * hd) * sizeof *ct);
     init_raw(b, "rope.sin", 1, td, 2, st, (size_t)(h->ctx * hd) * sizeof *st);
 
-    /* positions, tables, mask */
+    /* positions, tables, mask: RoPE rows gathered by position_ids [B, T]; the
+     * causal mask compares sequence indices (past P + query t vs key s), and
+     * attention_mask [B, P + T] (0 = padding) adds the lowest float to padded
+     * keys (finite, so all-padding rows stay finite) -> [B, 1, T, P + T] */
     snprintf(b->scope, sizeof b->scope, "/pos");
-    const char *T = nd(b, "Gather", nd(b, "Shape", "input_ids", NULL), "const.i1", NULL), *pos, *kpos;
+    const char *T = nd(b, "Gather", nd(b, "Shape", "input_ids", NULL), "const.i1", NULL), *qpos, *kpos;
     if (o->kv_cache) {
         const char *P = nd(b, "Gather", nd(b, "Shape", "past_key_values.0.key", NULL), "const.i2", NULL);
         const char *end = nd(b, "Add", P, T, NULL);
-        pos = nd(b, "Range", P, end, "const.i1", NULL);
+        qpos = nd(b, "Range", P, end, "const.i1", NULL);
         kpos = nd(b, "Range", "const.i0", end, "const.i1", NULL);
     } else {
-        pos = kpos = nd(b, "Range", "const.i0", T, "const.i1", NULL);
+        qpos = kpos = nd(b, "Range", "const.i0", T, "const.i1", NULL);
     }
-    const char *cos_t = nd(b, "Gather", "rope.cos", pos, NULL), *sin_t = nd(b, "Gather", "rope.sin", pos, NULL);
-    const char *future = nd(b, "Greater", nd(b, "Unsqueeze", kpos, "const.ax0", NULL), nd(b, "Unsqueeze", pos, "const.ax1", NULL), NULL);
-    const char *mask = nd(b, "Where", future, "const.neg_inf", "const.zero_f", NULL); /* [T, S] */
+    const char *cos_t = nd(b, "Unsqueeze", nd(b, "Gather", "rope.cos", "position_ids", NULL), "const.ax1", NULL);
+    const char *sin_t = nd(b, "Unsqueeze", nd(b, "Gather", "rope.sin", "position_ids", NULL), "const.ax1", NULL);
+    const char *future = nd(b, "Greater", nd(b, "Unsqueeze", kpos, "const.ax0", NULL), nd(b, "Unsqueeze", qpos, "const.ax1", NULL), NULL);
+    const char *causal = nd(b, "Where", future, "const.neg_inf", "const.zero_f", NULL); /* [T, S] */
+    const char *keep = nd(b, "Cast", "attention_mask", NULL);
+    attr_i(b, "to", 9); /* BOOL */
+    const char *pad = nd(b, "Unsqueeze", nd(b, "Where", keep, "const.zero_f", "const.min_f", NULL), "const.ax12", NULL);
+    const char *mask = nd(b, "Add", causal, pad, NULL); /* [B, 1, T, S] */
 
     snprintf(b->scope, sizeof b->scope, "/embed");
     char embd[64];
@@ -510,17 +523,20 @@ static int build_graph(ob *b, wctx *w, const hp *h, const onnx_write_opts *o, On
     b->nodes[b->n_nodes - 1]->output[0] = "logits";
 
     /* inputs and outputs */
-    size_t nio = o->kv_cache ? 1 + 2 * (size_t)h->L : 1;
-    Onnx__ValueInfoProto **in = al(b, nio * sizeof *in), **out = al(b, nio * sizeof *out);
+    size_t nin = o->kv_cache ? 3 + 2 * (size_t)h->L : 3, nout = o->kv_cache ? 1 + 2 * (size_t)h->L : 1;
+    Onnx__ValueInfoProto **in = al(b, nin * sizeof *in), **out = al(b, nout * sizeof *out);
     if (!in || !out) return av_errf(w->err, AV_ENOMEM, "%s: out of memory", w->path);
     const dimv ids[2] = { { "batch", 0 }, { "sequence", 0 } }, lg[3] = { { "batch", 0 }, { "sequence", 0 }, { NULL, h->V } };
+    const dimv am[2] = { { "batch", 0 }, { o->kv_cache ? "total_sequence" : "sequence", 0 } };
     in[0] = vinfo(b, "input_ids", 7, ids, 2);
+    in[1] = vinfo(b, "attention_mask", 7, am, 2);
+    in[2] = vinfo(b, "position_ids", 7, ids, 2);
     out[0] = vinfo(b, "logits", 1, lg, 3);
     for (int l = 0; o->kv_cache && l < h->L; l++)
         for (int s = 0; s < 2; s++) {
             const dimv pd[4] = { { "batch", 0 }, { NULL, h->Hkv }, { "past_sequence", 0 }, { NULL, hd } };
             const dimv td2[4] = { { "batch", 0 }, { NULL, h->Hkv }, { "total_sequence", 0 }, { NULL, hd } };
-            in[1 + 2 * l + s] = vinfo(b, nmf(nm, sizeof nm, s ? "past_key_values.%d.value" : "past_key_values.%d.key", l), 1, pd, 4);
+            in[3 + 2 * l + s] = vinfo(b, nmf(nm, sizeof nm, s ? "past_key_values.%d.value" : "past_key_values.%d.key", l), 1, pd, 4);
             out[1 + 2 * l + s] = vinfo(b, nmf(nm, sizeof nm, s ? "present.%d.value" : "present.%d.key", l), 1, td2, 4);
         }
     g->name = "anvil_llama";
@@ -529,9 +545,9 @@ static int build_graph(ob *b, wctx *w, const hp *h, const onnx_write_opts *o, On
     g->initializer = b->inits;
     g->n_initializer = b->n_inits;
     g->input = in;
-    g->n_input = nio;
+    g->n_input = nin;
     g->output = out;
-    g->n_output = nio;
+    g->n_output = nout;
     return b->oom ? av_errf(w->err, AV_ENOMEM, "%s: out of memory", w->path) : 0;
 }
 

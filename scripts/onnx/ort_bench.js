@@ -30,11 +30,18 @@ const reps = Number(opt('--reps', '3')), level = opt('--opt', 'all');
   let seed = 12345;
   const rnd = () => { seed = (seed * 1103515245 + 12345) % 2147483648; return seed % V; };
   const ids = n => { const a = []; for (let i = 0; i < n; i++) a.push(rnd()); return new ort.Tensor('int64', BigInt64Array.from(a.map(BigInt)), [1, n]); };
-  const pp = async () => { await sess.run(Object.assign({ input_ids: ids(PP) }, empty())); };
+  const t64 = v => new ort.Tensor('int64', BigInt64Array.from(v.map(BigInt)), [1, v.length]);
+  const extra = (past, n) => { // attention_mask all ones, position_ids past..past+n-1, when the graph takes them
+    const f = {}, r = k => Array.from({ length: k }, (_, i) => i);
+    if (sess.inputNames.includes('attention_mask')) f.attention_mask = t64(r(past + n).map(() => 1));
+    if (sess.inputNames.includes('position_ids')) f.position_ids = t64(r(n).map(i => past + i));
+    return f;
+  };
+  const pp = async () => { await sess.run(Object.assign({ input_ids: ids(PP) }, extra(0, PP), empty())); };
   const tg = async () => {
     let past = empty();
     for (let s = 0; s < TG; s++) {
-      const out = await sess.run(Object.assign({ input_ids: ids(1) }, past));
+      const out = await sess.run(Object.assign({ input_ids: ids(1) }, extra(s, 1), past));
       past = {};
       for (const n of pastNames) past[n] = out[n.replace('past_key_values.', 'present.')];
     }

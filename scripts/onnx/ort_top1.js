@@ -34,8 +34,10 @@ function softmaxLog(d, off, V) { // log-probabilities of one row
   let windows = 0, pos = 0, agree = 0, kl = 0;
   for (let s = 0; s + ctx - 1 <= ids.length; s += ctx - 1) {
     const w = [bos].concat(ids.slice(s, s + ctx - 1));
-    const feed = { input_ids: new ort.Tensor('int64', BigInt64Array.from(w.map(BigInt)), [1, w.length]) };
-    const la = (await a.run(feed)).logits, lb = (await b.run(feed)).logits, V = la.dims[2];
+    const t64 = v => new ort.Tensor('int64', BigInt64Array.from(v.map(BigInt)), [1, v.length]);
+    const full = { input_ids: t64(w), attention_mask: t64(w.map(() => 1)), position_ids: t64(w.map((_, i) => i)) };
+    const feed = sess => Object.fromEntries(sess.inputNames.map(n => [n, full[n]])); // anvil exports also take mask/positions
+    const la = (await a.run(feed(a))).logits, lb = (await b.run(feed(b))).logits, V = la.dims[2];
     for (let t = 0; t < w.length; t++) {
       const pa = softmaxLog(la.data, t * V, V), pb = softmaxLog(lb.data, t * V, V);
       let ia = 0, ib = 0;

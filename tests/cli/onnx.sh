@@ -128,8 +128,25 @@ import json, sys
 d = json.load(open(sys.argv[1])); o = json.load(open(sys.argv[2]))
 assert d["ids"] == o["ids"], (d["ids"], o["ids"])
 assert max(abs(a - b) for a, b in zip(d["logprobs"], o["logprobs"])) < 1e-4' "$TMP/$model-run.json" "$TMP/$model-$mode.json"
+    # left padding: batch 2, row 0 = 3 masked pad tokens + the prompt (position_ids shifted), row 1 unpadded
+    $ORT "$f" --ids "$P" >"$TMP/$model-$mode-1.json" 2>/dev/null
+    $ORT "$f" --ids "$P" --left-pad 3 >"$TMP/$model-$mode-pad.json" 2>/dev/null
+    check "$model ${fl:-(no cache)}: left-padded batch (attention_mask, position_ids): real tokens' logits within 1e-4 of the unpadded run's" \
+      $PY -c '
+import json, sys
+a = json.load(open(sys.argv[1]))["logits"]; b = json.load(open(sys.argv[2]))
+assert len(a) == len(b["logits"]) == len(b["logits1"]) > 1
+for rows in (b["logits"], b["logits1"]):
+    d = max(abs(x - y) for r, s in zip(a, rows) for x, y in zip(r, s))
+    assert d < 1e-4, d' "$TMP/$model-$mode-1.json" "$TMP/$model-$mode-pad.json"
   done
 done
+run "$INFO" "$TMP/stories260K-f32-kv.onnx"
+check "--kv-cache export: inputs attention_mask [batch, total_sequence], position_ids [batch, sequence]" bash -c \
+  'grep -qE "attention_mask +int64 +\[batch, total_sequence\]" <<<"$0" && grep -qE "position_ids +int64 +\[batch, sequence\]" <<<"$0"' "$OUT"
+"$CONV" "$TMP/stories260K-f32-kv.onnx" "$TMP/kv-imp.gguf" -q 2>&1
+check "--kv-cache export (with attention_mask, position_ids) imports back byte-identical" \
+  quiet $PY "$ROOT/scripts/onnx/gguf_tensors_equal.py" "$INFO" "$REF/stories260K-f32.gguf" "$TMP/kv-imp.gguf"
 check "--kv-cache export passes onnx.checker" $PY -c '
 import onnx, sys; onnx.checker.check_model(onnx.load(sys.argv[1]), full_check=True)' "$TMP/stories260K-f32-kv.onnx"
 
