@@ -49,6 +49,12 @@ import json, sys
 d = json.load(open(sys.argv[1])); e = json.load(open(sys.argv[2]))[0]
 assert e["prompt"] == "Once upon a time"
 assert d["ids"] == e["generated_ids"] and d["text"] == e["output_text"]' "$TMP/g.json" "$REF/greedy.json"
+"$BIN/anvil-run" "$ONNX" --tokenizer "$SHARED/models/tok512.bin" -p "Once upon a time" -n 200 --temp 0 --json -q \
+  >"$TMP/g2.json" 2>&1
+check "anvil run on the .onnx itself: the same greedy ids and text" python3 -c '
+import json, sys
+d = json.load(open(sys.argv[1])); e = json.load(open(sys.argv[2]))[0]
+assert d["ids"] == e["generated_ids"] and d["text"] == e["output_text"]' "$TMP/g2.json" "$REF/greedy.json"
 run "$CONV" "$ONNX" "$TMP/onnx.safetensors" -q
 check "import: to .safetensors too" [ "$RC" -eq 0 -a -s "$TMP/onnx.safetensors" ]
 
