@@ -236,8 +236,9 @@ static void dequant_rows(const llm_weight *w, int64_t r0, int64_t n, float *dst,
 /* Y [N, rows] (+)= X [N, cols] W^T */
 static void frozen_fwd(struct tr_lora *lo, const llm_weight *w, float *Y, int acc, const float *X, int N, int nt) {
     const int O = (int)w->rows, In = (int)w->cols;
-    if (w->type == AV_F32) {
-        tr_sgemm(0, 1, N, O, In, 1.0f, X, In, (const float *)w->data, In, acc ? 1.0f : 0.0f, Y, O, nt);
+    if (w->type == AV_F32) { /* in place, as full training multiplies */
+        if (acc) tr_matmul_fwd_acc(Y, X, w->data, N, In, O, nt);
+        else tr_matmul_fwd(Y, X, w->data, N, In, O, nt);
         return;
     }
     const int64_t R = chunk_rows(lo, w);
@@ -253,7 +254,7 @@ static void frozen_bwd(struct tr_lora *lo, const llm_weight *w, float *dX, int a
                        float alpha, int nt) {
     const int O = (int)w->rows, In = (int)w->cols;
     if (w->type == AV_F32) {
-        tr_sgemm(0, 0, N, In, O, alpha, dY, O, (const float *)w->data, In, acc ? 1.0f : 0.0f, dX, In, nt);
+        tr_matmul_bwd_scaled(dX, acc, NULL, dY, NULL, w->data, N, In, O, alpha, nt);
         return;
     }
     const int64_t R = chunk_rows(lo, w);

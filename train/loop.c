@@ -189,8 +189,12 @@ static int build_lora(run *r) {
             rc = av_errf(&r->err, AV_EFORMAT, "%s: metadata \"lora\" is malformed", r->ckpt_path);
             goto done;
         }
+        unsigned given = 0, stored = 0; /* targets compared as sets: "all" and HF names spell the same */
+        if ((o->lora_targets && (rc = tr_lora_parse_targets(o->lora_targets, &given, &r->err))) ||
+            (rc = tr_lora_parse_targets(t, &stored, &r->err)))
+            goto done;
         if ((o->lora_r && o->lora_r != lc.r) || (o->lora_alpha > 0 && (float)o->lora_alpha != (float)alpha) ||
-            (o->lora_targets && strcmp(o->lora_targets, t))) {
+            (o->lora_targets && given != stored)) {
             rc = av_errf(&r->err, AV_EINVAL, "--lora-r/--lora-alpha/--lora-targets contradict %s (r %d, alpha %g, %s)",
                          r->ckpt_path, lc.r, alpha, t);
             goto done;

@@ -110,3 +110,6 @@ check "  nothing written by the failed runs" bash -c '! ls -d bad1 bad2 bad3 bad
 echo "x" > notamodel.gguf
 expect_fail "--init that is not a model" "notamodel.gguf" 1 \
   "$BIN/anvil" train --lora --init notamodel.gguf --data data -o bad6
+cp -r rb rc
+run "$BIN/anvil" train "${ARGS[@]}" -o rc --resume --steps 31 --lora-targets q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj
+check "resume naming the same targets by their HF names is accepted" [ "$RC" -eq 0 ]
